@@ -1,0 +1,177 @@
+"""Trading environments: `TradingEnv` (gymnasium, numpy, one episode) and `VectorizedTradingEnv` (torch, N episodes).
+
+Both follow the same rules (SPEC §4), checked against each other in tests/test_env.py:
+- actions 0 HOLD, 1 BUY, 2 SELL move the exposure level by one step in {-1, 0, +1} (or {0, 1} without shorts);
+- the agent decides at the close of bar t; the trade fills at close_t and pays commission + slippage on the
+  traded notional (|level change| x position_size x equity);
+- the step's growth is 1 + level x position_size x (close_{t+1} / close_t - 1), floored at 0, so equity never
+  goes negative; an episode whose equity falls to (almost) nothing ends there ("ruin");
+- reward = log(equity_{t+1} / equity_t) x reward_scale, fees included ("log"), or the seed's
+  position PnL / initial equity x 100 - 0.01 per trade ("seed").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from engine.features import Features
+
+HOLD, BUY, SELL = 0, 1, 2
+RUIN_EQUITY = 1e-6  # fraction of the episode's start equity below which the episode is over
+SEED_TRADE_PENALTY = 0.01
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Market rules shared by both environments."""
+
+    episode_steps: int = 500  # steps per episode (fewer when the split ends first)
+    position_size: float = 1.0  # fraction of equity per exposure level (1.0 = no leverage)
+    allow_short: bool = True  # False limits the exposure level to {0, 1}
+    commission: float = 0.001  # fraction of traded notional
+    slippage: float = 0.0005  # fraction of traded notional
+    reward: str = "log"  # "log" (log equity growth, fees included) or "seed" (the seed's PnL reward)
+    reward_scale: float = 100.0  # multiplier of the log reward
+
+    @property
+    def min_level(self) -> int:
+        return -1 if self.allow_short else 0
+
+    @property
+    def fee_rate(self) -> float:
+        return self.commission + self.slippage
+
+
+def observation_size(features: Features) -> int:
+    return features.macro.shape[1] + features.micro.shape[1] + 2
+
+
+def bar_returns(close: np.ndarray) -> np.ndarray:
+    """Simple return from each close to the next (float64)."""
+    return close[1:] / close[:-1] - 1.0
+
+
+class TradingEnv(gym.Env):
+    """One episode at a time; the observation is [macro, micro, exposure level, equity / start equity]."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, features: Features, config: EnvConfig = EnvConfig()):
+        if len(features) < 2:
+            raise ValueError("a split needs at least 2 rows to trade")
+        self.config = config
+        self.table = np.concatenate([features.macro, features.micro], axis=1).astype(np.float32)
+        self.returns = bar_returns(features.close)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (observation_size(features),), np.float32)
+        self.action_space = gym.spaces.Discrete(3)
+        self.max_start = max(0, len(self.returns) - config.episode_steps)
+        self.row = self.start = self.steps = 0
+        self.level, self.equity = 0, 1.0
+
+    @property
+    def episode_length(self) -> int:
+        return min(self.config.episode_steps, len(self.returns) - self.start)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        start = (options or {}).get("start")
+        self.start = int(self.np_random.integers(0, self.max_start + 1)) if start is None else int(start)
+        self.row, self.steps, self.level, self.equity = self.start, 0, 0, 1.0
+        return self._observation(), self._info()
+
+    def step(self, action):
+        config = self.config
+        new_level = min(1, max(config.min_level, self.level + (action == BUY) - (action == SELL)))
+        traded = abs(new_level - self.level) * config.position_size
+        fee_factor = 1.0 - traded * config.fee_rate
+        growth = max(0.0, 1.0 + new_level * config.position_size * float(self.returns[self.row]))
+        if config.reward == "seed":
+            pnl = self.equity * fee_factor * (growth - 1.0)
+            reward = pnl * 100.0 - SEED_TRADE_PENALTY * (traded > 0)
+        else:
+            reward = (np.log(fee_factor) + np.log(max(growth, 1e-12))) * config.reward_scale
+        self.equity *= fee_factor * growth
+        self.level = new_level
+        self.row += 1
+        self.steps += 1
+        terminated = self.equity <= RUIN_EQUITY
+        truncated = not terminated and self.steps >= self.episode_length
+        return self._observation(), float(reward), bool(terminated), bool(truncated), self._info()
+
+    def _observation(self) -> np.ndarray:
+        state = np.array([self.level, self.equity], dtype=np.float32)
+        return np.concatenate([self.table[self.row], state])
+
+    def _info(self) -> dict:
+        return {"equity": self.equity, "level": self.level, "row": self.row}
+
+
+class VectorizedTradingEnv:
+    """N episodes stepped together as tensors on one device; no host synchronisation per step.
+
+    All N episodes have the same length (starts are drawn so every episode fits in the split), so
+    the rollout is a fixed-shape loop — friendly to torch.compile and CUDA graphs.
+    """
+
+    def __init__(self, features: Features, num_envs: int, config: EnvConfig = EnvConfig(), device: str | torch.device = "cpu"):
+        if len(features) < 2:
+            raise ValueError("a split needs at least 2 rows to trade")
+        self.config, self.num_envs, self.device = config, num_envs, torch.device(device)
+        table = np.concatenate([features.macro, features.micro], axis=1)
+        self.table = torch.as_tensor(table, dtype=torch.float32, device=self.device)
+        self.returns = torch.as_tensor(bar_returns(features.close), dtype=torch.float32, device=self.device)
+        self.episode_length = min(config.episode_steps, len(self.returns))
+        self.max_start = len(self.returns) - self.episode_length
+        self.start = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.level = torch.zeros(num_envs, device=self.device)
+        self.equity = torch.ones(num_envs, device=self.device)
+        self.alive = torch.ones(num_envs, dtype=torch.bool, device=self.device)
+        self.steps = 0
+
+    @property
+    def observation_size(self) -> int:
+        return self.table.shape[1] + 2
+
+    def reset(self, starts: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if starts is None:
+            starts = torch.randint(0, self.max_start + 1, (self.num_envs,), device=self.device, generator=generator)
+        self.start.copy_(starts)
+        self.level.zero_()
+        self.equity.fill_(1.0)
+        self.alive.fill_(True)
+        self.steps = 0
+        return self.observation()
+
+    def observation(self) -> torch.Tensor:
+        rows = self.table.index_select(0, self.start + self.steps)
+        return torch.cat([rows, self.level.unsqueeze(1), self.equity.unsqueeze(1)], dim=1)
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply actions (N,) and return (next observation, reward); all episodes end together."""
+        config = self.config
+        delta = (actions == BUY).float() - (actions == SELL).float()
+        new_level = (self.level + delta).clamp(config.min_level, 1.0)
+        traded = (new_level - self.level).abs() * config.position_size
+        fee_factor = 1.0 - traded * config.fee_rate
+        bar_return = self.returns.index_select(0, self.start + self.steps)
+        growth = (1.0 + new_level * config.position_size * bar_return).clamp(min=0.0)
+        alive = self.alive.float()
+        if config.reward == "seed":
+            pnl = self.equity * fee_factor * (growth - 1.0)
+            reward = (pnl * 100.0 - SEED_TRADE_PENALTY * (traded > 0).float()) * alive
+        else:
+            reward = (fee_factor.log() + growth.clamp(min=1e-12).log()) * (config.reward_scale * alive)
+        # A ruined episode keeps its (tiny) equity and level; it earns nothing more.
+        self.equity = torch.where(self.alive, self.equity * fee_factor * growth, self.equity)
+        self.level = torch.where(self.alive, new_level, self.level)
+        self.alive = self.alive & (self.equity > RUIN_EQUITY)
+        self.steps += 1
+        return self.observation(), reward
+
+    @property
+    def done(self) -> bool:
+        return self.steps >= self.episode_length

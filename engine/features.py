@@ -1,0 +1,170 @@
+"""Causal, scale-free features: per-bar indicators, aggregated over a long (macro) and a short (micro) window.
+
+Row t of every output uses candles up to and including bar t only (rolling and exponential
+windows look backwards), so nothing after t can change it — tests/test_features.py proves it.
+Everything is vectorized with pandas rolling windows; no per-row Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from engine.data import DataError, split_bounds
+
+INDICATORS = (
+    "log_return", "volatility_12", "volatility_24", "volatility_48", "volume_zscore_24",
+    "quote_volume_ratio_24", "range", "range_mean_24", "close_position", "close_sma5",
+    "close_sma10", "close_ema10", "rsi_14", "momentum_10",
+)
+AGGREGATES = ("mean", "std", "last")
+INDICATOR_WARMUP = 48  # longest indicator window (volatility_48)
+MIN_FEATURE_ROWS = 100  # below this there is nothing to split into train / validation / test
+
+
+@dataclass
+class Features:
+    """Macro and micro matrices with the close prices and timestamps of the same rows."""
+
+    macro: np.ndarray  # (rows, len(INDICATORS) * 3) float32
+    micro: np.ndarray  # (rows, len(INDICATORS) * 3) float32
+    close: np.ndarray  # (rows,) float64
+    timestamps: np.ndarray  # (rows,) datetime64[ns], UTC
+
+    def __len__(self) -> int:
+        return len(self.close)
+
+    def rows(self, selection: slice) -> Features:
+        return Features(self.macro[selection], self.micro[selection], self.close[selection], self.timestamps[selection])
+
+
+@dataclass
+class Normalizer:
+    """Per-column mean and std, fitted on the train split only and applied to every split."""
+
+    macro_mean: np.ndarray
+    macro_std: np.ndarray
+    micro_mean: np.ndarray
+    micro_std: np.ndarray
+    clip: float = 10.0
+
+    @classmethod
+    def fit(cls, train: Features) -> Normalizer:
+        def stats(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            std = matrix.std(axis=0)
+            return matrix.mean(axis=0), np.where(std > 1e-12, std, 1.0)
+
+        return cls(*stats(train.macro), *stats(train.micro))
+
+    def apply(self, features: Features) -> Features:
+        def scaled(matrix, mean, std):
+            return np.clip((matrix - mean) / std, -self.clip, self.clip).astype(np.float32)
+
+        return Features(
+            scaled(features.macro, self.macro_mean, self.macro_std),
+            scaled(features.micro, self.micro_mean, self.micro_std),
+            features.close, features.timestamps,
+        )
+
+    def state_dict(self) -> dict:
+        return {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in vars(self).items()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> Normalizer:
+        return cls(**{k: np.asarray(v, dtype=np.float64) if isinstance(v, list) else v for k, v in state.items()})
+
+
+@dataclass
+class MarketSplits:
+    """Normalized features per split plus the normalizer that produced them."""
+
+    train: Features
+    validation: Features
+    test: Features
+    normalizer: Normalizer
+    bar_seconds: float
+
+    def __getitem__(self, name: str) -> Features:
+        return getattr(self, name)
+
+
+def indicator_frame(candles: pd.DataFrame) -> pd.DataFrame:
+    """The seed's per-bar indicators in scale-free form; causal by construction."""
+    close, high, low = candles["close"], candles["high"], candles["low"]
+    volume = candles["volume"]
+    quote_volume = candles["quote_volume"] if "quote_volume" in candles else volume * close
+    log_return = np.log(close).diff()
+    volume_mean, volume_std = volume.rolling(24).mean(), volume.rolling(24).std(ddof=0)
+    quote_mean = quote_volume.rolling(24).mean()
+    bar_range = (high - low) / close
+    delta = close.diff()
+    wilder = {"alpha": 1 / 14, "adjust": False}
+    gain, loss = delta.clip(lower=0).ewm(**wilder).mean(), (-delta).clip(lower=0).ewm(**wilder).mean()
+    rsi = 100 - 100 / (1 + gain / loss.where(loss > 0))
+    columns = {
+        "log_return": log_return,
+        "volatility_12": log_return.rolling(12).std(ddof=0),
+        "volatility_24": log_return.rolling(24).std(ddof=0),
+        "volatility_48": log_return.rolling(48).std(ddof=0),
+        "volume_zscore_24": ((volume - volume_mean) / volume_std.where(volume_std > 0)).fillna(0.0),
+        "quote_volume_ratio_24": (quote_volume / quote_mean.where(quote_mean > 0) - 1).fillna(0.0),
+        "range": bar_range,
+        "range_mean_24": bar_range.rolling(24).mean(),
+        "close_position": ((close - low) / (high - low).where(high > low)).fillna(0.5),
+        "close_sma5": close / close.rolling(5).mean() - 1,
+        "close_sma10": close / close.rolling(10).mean() - 1,
+        "close_ema10": close / close.ewm(span=10, adjust=False).mean() - 1,
+        "rsi_14": ((rsi.fillna(100.0) - 50) / 50).where(delta.notna()),
+        "momentum_10": close / close.shift(10) - 1,
+    }
+    frame = pd.DataFrame(columns)[list(INDICATORS)]
+    frame.iloc[:INDICATOR_WARMUP] = np.nan  # every indicator starts at the same bar
+    return frame
+
+
+def _aggregate(indicators: pd.DataFrame, window: int) -> np.ndarray:
+    rolling = indicators.rolling(window)
+    parts = [rolling.mean().to_numpy(), rolling.std(ddof=0).to_numpy(), indicators.to_numpy()]
+    return np.concatenate(parts, axis=1)
+
+
+def build_features(candles: pd.DataFrame, macro_window: int = 492, micro_window: int = 60) -> Features:
+    """Macro/micro vectors (mean, std, last of each indicator over the window) for every bar with full history."""
+    if micro_window < 2 or macro_window < micro_window:
+        raise ValueError(f"need 2 <= micro_window <= macro_window, got micro_window={micro_window}, macro_window={macro_window}")
+    first_row = INDICATOR_WARMUP + macro_window - 1
+    needed = first_row + MIN_FEATURE_ROWS
+    if len(candles) < needed:
+        source = candles.attrs.get("source", "data")
+        raise DataError(f"{source}: {len(candles)} rows are too few for macro_window={macro_window}: need at least {needed}")
+    indicators = indicator_frame(candles)
+    macro = _aggregate(indicators, macro_window)[first_row:]
+    micro = _aggregate(indicators, micro_window)[first_row:]
+    return Features(
+        macro=macro.astype(np.float32),
+        micro=micro.astype(np.float32),
+        close=candles["close"].to_numpy(dtype=np.float64)[first_row:],
+        timestamps=candles["timestamp"].to_numpy()[first_row:],
+    )
+
+
+def prepare_splits(
+    candles: pd.DataFrame,
+    macro_window: int = 492,
+    micro_window: int = 60,
+    train_fraction: float = 0.70,
+    validation_fraction: float = 0.15,
+) -> MarketSplits:
+    """Features for the whole series, split by time, normalized with train statistics only."""
+    features = build_features(candles, macro_window, micro_window)
+    bounds = split_bounds(len(features), train_fraction, validation_fraction)
+    normalizer = Normalizer.fit(features.rows(bounds["train"]))
+    splits = {name: normalizer.apply(features.rows(bounds[name])) for name in bounds}
+    bar_seconds = candles.attrs["timeframe"].total_seconds() if "timeframe" in candles.attrs else 300.0
+    return MarketSplits(**splits, normalizer=normalizer, bar_seconds=bar_seconds)
+
+
+def feature_names() -> list[str]:
+    return [f"{name}_{aggregate}" for aggregate in AGGREGATES for name in INDICATORS]

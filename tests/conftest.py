@@ -1,0 +1,28 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.synthetic import generate_candles
+
+
+@pytest.fixture(scope="session")
+def small_candles() -> pd.DataFrame:
+    """Three days of synthetic 5-minute candles."""
+    return generate_candles(days=3, seed=3)
+
+
+def binance_rows(candles: pd.DataFrame, time_unit: str = "ms") -> pd.DataFrame:
+    """The 12-column Binance kline layout of `candles`, open/close times in ms or µs."""
+    scale = {"ms": 10**6, "us": 10**3}[time_unit]
+    open_time = candles["timestamp"].dt.as_unit("ns").astype("int64").to_numpy() // scale
+    step = 300_000 if time_unit == "ms" else 300_000_000
+    return pd.DataFrame({
+        "open_time": open_time, "open": candles["open"], "high": candles["high"], "low": candles["low"],
+        "close": candles["close"], "volume": candles["volume"], "close_time": open_time + step - 1,
+        "quote_volume": candles["quote_volume"], "trades": 100, "taker_buy_base": 1.0, "taker_buy_quote": 1.0, "ignore": 0,
+    })
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from engine.features import INDICATORS, Normalizer, build_features, prepare_splits
+from engine.synthetic import generate_candles
+
+MACRO, MICRO = 120, 30
+
+
+@pytest.fixture(scope="module")
+def candles():
+    return generate_candles(days=4, seed=21)
+
+
+@pytest.mark.parametrize("cut", [200, 555, 900])
+def test_no_look_ahead_changing_later_candles_leaves_earlier_rows_unchanged(candles, cut):
+    base = build_features(candles, MACRO, MICRO)
+    changed = candles.copy()
+    later = changed.index > cut
+    rng = np.random.default_rng(cut)
+    for column in ("open", "high", "low", "close", "volume", "quote_volume"):
+        changed.loc[later, column] *= rng.uniform(0.5, 1.5, later.sum())
+    changed.loc[later, "high"] = changed.loc[later, ["open", "high", "low", "close"]].max(axis=1)
+    after = build_features(changed, MACRO, MICRO)
+    first_row = len(candles) - len(base)  # bars consumed by the warm-up
+    keep = cut - first_row + 1  # feature rows built from bars <= cut
+    np.testing.assert_array_equal(after.macro[:keep], base.macro[:keep])
+    np.testing.assert_array_equal(after.micro[:keep], base.micro[:keep])
+    assert not np.array_equal(after.micro[keep], base.micro[keep])  # the test can fail: row cut+1 does change
+
+
+def test_shapes_dtypes_and_alignment(candles):
+    features = build_features(candles, MACRO, MICRO)
+    assert features.macro.shape == features.micro.shape == (len(features), 3 * len(INDICATORS))
+    assert features.macro.dtype == np.float32 and features.micro.dtype == np.float32
+    assert np.isfinite(features.macro).all() and np.isfinite(features.micro).all()
+    np.testing.assert_array_equal(features.close, candles["close"].to_numpy()[-len(features):])
+    np.testing.assert_array_equal(features.timestamps, candles["timestamp"].to_numpy()[-len(features):])
+
+
+def test_features_are_scale_free(candles):
+    scaled = candles.copy()
+    for column in ("open", "high", "low", "close"):
+        scaled[column] *= 1000.0
+    np.testing.assert_allclose(build_features(scaled, MACRO, MICRO).macro, build_features(candles, MACRO, MICRO).macro, atol=1e-4)
+
+
+def test_normalization_uses_train_statistics_only(candles):
+    splits = prepare_splits(candles, MACRO, MICRO)
+    changed = candles.copy()
+    changed.loc[changed.index[-100:], "volume"] *= 50  # only the test split's bars
+    changed_splits = prepare_splits(changed, MACRO, MICRO)
+    np.testing.assert_array_equal(splits.normalizer.macro_mean, changed_splits.normalizer.macro_mean)
+    np.testing.assert_array_equal(splits.train.macro, changed_splits.train.macro)
+    assert abs(splits.train.macro.mean()) < 0.05 and abs(splits.train.macro.std() - 1) < 0.1
+
+
+def test_normalizer_round_trips_through_state_dict(candles):
+    normalizer = prepare_splits(candles, MACRO, MICRO).normalizer
+    restored = Normalizer.from_state_dict(normalizer.state_dict())
+    np.testing.assert_allclose(restored.micro_std, normalizer.micro_std)
