@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.table import Table
 
+from engine.config import ConfigError, load_config, parse_duration
 from engine.data import DataError
+from engine.runs import RunError
 
-EXIT_USAGE = 2
+EXIT_USAGE, EXIT_FAILED = 2, 1
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+USER_ERRORS = (DataError, ConfigError, RunError)
 
 
 class UsageError(Exception):
@@ -25,15 +33,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     try:
-        args = parser.parse_args([a for a in argv if a != "--debug"])
+        args = build_parser().parse_args([a for a in argv if a != "--debug"])
         if args.command is None:
             return run_app(args)
         return args.handler(args)
-    except (UsageError, DataError) as exc:
+    except (UsageError, *USER_ERRORS) as exc:
         if debug:
             raise
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -43,8 +50,35 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> Parser:
     parser = Parser(prog="asym-tui", description="Asymmetric RL trading agents: train, compare and watch.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--data", help="data source for the app (default: synthetic)")
+    parser.add_argument("--preset", help="preset selected when the app opens")
+    parser.add_argument("--out", help="runs folder for the app (default: runs)")
     parser.set_defaults(command=None)
-    commands = parser.add_subparsers(dest="command", parser_class=Parser)
+    commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train one agent headless, with a progress bar")
+    add_run_options(train)
+    train.add_argument("--trainer", choices=("original", "optimized"))
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its folder")
+    train.set_defaults(handler=cmd_train)
+
+    compare = commands.add_parser("compare", help="original vs optimized on the same data, seed and duration; or two run folders")
+    compare.add_argument("runs", nargs="*", metavar="RUN_DIR", help="two existing run folders to compare instead of training")
+    add_run_options(compare)
+    compare.set_defaults(handler=cmd_compare)
+
+    evaluate = commands.add_parser("eval", help="backtest a checkpoint next to buy-and-hold, flat and random")
+    evaluate.add_argument("checkpoint", help="checkpoint.pt or its run folder")
+    evaluate.add_argument("--data", help="data source (default: the run's)")
+    evaluate.add_argument("--split", choices=("train", "validation", "test", "all"), default="test")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    presets = commands.add_parser("presets", help="list presets or show one")
+    preset_commands = presets.add_subparsers(dest="presets_command", required=True, parser_class=Parser)
+    preset_commands.add_parser("list", help="every preset with its description").set_defaults(handler=cmd_presets_list)
+    show = preset_commands.add_parser("show", help="a preset's resolved config, model layers and parameters")
+    show.add_argument("name")
+    show.set_defaults(handler=cmd_presets_show)
 
     data = commands.add_parser("data", help="inspect and validate a data source")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
@@ -56,11 +90,168 @@ def build_parser() -> Parser:
     return parser
 
 
-def run_app(args) -> int:
-    from engine.data import load_candles
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="preset name or path to a .toml file")
+    parser.add_argument("--data", help="file, folder, glob, ZIP, or synthetic[:days=N,seed=S]")
+    parser.add_argument("--duration", help="training time, e.g. 30s, 2m, 1h")
+    parser.add_argument("--episodes", type=int, help="episode budget")
+    parser.add_argument("--num-envs", type=int, help="parallel episodes (optimized trainer)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, help="mixed precision")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the policy")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, help="capture the rollout as a CUDA graph")
+    parser.add_argument("--device", help="auto, cuda, mps or cpu")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out", help="folder for run folders (default: runs)")
+    parser.add_argument("--name", help="run folder name")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any run-config field (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    load_candles("synthetic")
-    raise UsageError("the terminal app is not built yet; try `asym-tui data inspect synthetic`")
+
+def overrides_from(args) -> dict:
+    flags = {"data": args.data, "num_envs": args.num_envs, "use_amp": args.amp, "compile_model": args.compile,
+             "cuda_graphs": args.cuda_graphs, "device": args.device, "seed": args.seed, "out_dir": args.out,
+             "run_name": args.name, "max_episodes": args.episodes, "trainer": getattr(args, "trainer", None)}
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    if args.duration is not None:
+        overrides["duration_s"] = parse_duration(args.duration)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set {item!r}: use KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+@contextmanager
+def stop_on_signals():
+    """First Ctrl+C / SIGTERM: stop after the current update and write results. Second: exit now
+    (every file is written atomically, so nothing is left half-written)."""
+    stop = threading.Event()
+    received: list[int] = []
+
+    def handle(signum, frame):
+        if received:
+            os._exit(EXIT_SIGNAL.get(signum, 130))
+        received.append(signum)
+        stop.set()
+        Console(stderr=True).print(f"\n[yellow]{signal.Signals(signum).name}: stopping after the current update and saving… "
+                                   "(again to exit now)[/]")
+
+    previous = {sig: signal.signal(sig, handle) for sig in EXIT_SIGNAL}
+    try:
+        yield stop, received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def exit_status(outcomes, received: list[int]) -> int:
+    if received:
+        return EXIT_SIGNAL.get(received[0], 130)
+    return EXIT_FAILED if any(o is not None and o.summary["status"] == "failed" for o in outcomes) else 0
+
+
+def cmd_train(args) -> int:
+    from engine.runs import execute_run, resume_config
+
+    overrides = overrides_from(args)
+    config = resume_config(args.resume, overrides) if args.resume else load_config(args.preset, overrides)
+    console = Console()
+    with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config]) as on_event:
+        outcome = execute_run(config, on_event=on_event, stop=stop, resume_dir=args.resume)
+    print_run_summary(console, outcome)
+    return exit_status([outcome], received)
+
+
+def cmd_compare(args) -> int:
+    from engine.compare import read_summary, run_comparison
+
+    console = Console()
+    if args.runs:
+        if len(args.runs) != 2:
+            raise UsageError("compare takes exactly two run folders (original first), or none to train both")
+        print_comparison(console, read_summary(args.runs[0]), read_summary(args.runs[1]))
+        return 0
+    config = load_config(args.preset, overrides_from(args))
+    with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config, config]) as on_event:
+        original, optimized = run_comparison(config, on_event=on_event, stop=stop)
+    for outcome in (original, optimized):
+        if outcome:
+            console.print(f"[dim]{outcome.summary['trainer']} run folder:[/] {outcome.run_dir}")
+    if optimized:
+        print_comparison(console, original.summary, optimized.summary)
+    return exit_status([original, optimized], received)
+
+
+def cmd_eval(args) -> int:
+    from engine.evaluation import evaluate_split
+    from engine.features import Normalizer, build_features
+    from engine.data import load_candles, split_bounds
+    from engine.config import apply_overrides, RunConfig
+    from engine.model import AsymmetricPolicyNetwork, ModelShape
+    from engine.metrics import periods_per_year
+
+    from engine.runs import load_checkpoint
+
+    state = load_checkpoint(args.checkpoint)
+    config = apply_overrides(RunConfig(), state["config"], f"checkpoint {args.checkpoint}")
+    candles = load_candles(args.data or config.data)
+    features = Normalizer.from_state_dict(state["normalizer"]).apply(build_features(candles, config.macro_window, config.micro_window))
+    bounds = split_bounds(len(features), config.train_fraction, config.validation_fraction)
+    split = features if args.split == "all" else features.rows(bounds[args.split])
+    model = AsymmetricPolicyNetwork(ModelShape(**state["model_shape"]))
+    model.load_state_dict(state["trainer"]["model"])
+    bar_seconds = candles.attrs["timeframe"].total_seconds()
+    results = evaluate_split(model.eval(), split, config.env_config(), bar_seconds, config.seed)
+    console = Console()
+    console.print(f"[bold]{args.data or config.data}[/] — {args.split} split, {len(split):,} bars, "
+                  f"{periods_per_year(bar_seconds):,.0f} periods/year")
+    console.print(metrics_table({name: backtest.metrics for name, backtest in results.items()}, "Backtest (greedy agent vs baselines)"))
+    return 0
+
+
+def cmd_presets_list(args) -> int:
+    from engine.config import preset_description, preset_paths
+
+    table = Table(title="Presets")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    table.add_column("file", style="dim")
+    for name, path in preset_paths().items():
+        table.add_row(name, preset_description(name), str(path))
+    Console().print(table)
+    return 0
+
+
+def cmd_presets_show(args) -> int:
+    from engine.config import field_docs, read_preset
+    from engine.model import AsymmetricPolicyNetwork, layer_counts, parameter_counts
+
+    values = read_preset(args.name)
+    config = load_config(args.name)
+    docs = field_docs()
+    table = Table(title=f"Preset {args.name}")
+    for column in ("key", "value", "meaning"):
+        table.add_column(column)
+    for key, value in config.to_dict().items():
+        style = "bold" if key in values else "dim"
+        table.add_row(f"[{style}]{key}[/]", f"[{style}]{value}[/]", docs.get(key, ""))
+    console = Console()
+    console.print(table)
+    model = AsymmetricPolicyNetwork()
+    layers, parameters = layer_counts(model), parameter_counts(model)
+    console.print(f"Model: MacroNet {layers['macro']} Linear layers ({parameters['macro']:,} parameters), "
+                  f"MicroNet {layers['micro']} ({parameters['micro']:,}), head {layers['head']} ({parameters['head']:,}); "
+                  f"total {parameters['total']:,} trainable parameters")
+    console.print("[dim]bold = set by the preset; dim = default[/]")
+    return 0
+
+
+def run_app(args) -> int:
+    from asym_tui.app import AsymApp
+
+    AsymApp(data=args.data or "synthetic", preset=args.preset or "quick", out_dir=args.out or "runs").run()
+    return 0
 
 
 def cmd_data_inspect(args) -> int:
@@ -95,6 +286,89 @@ def cmd_data_inspect(args) -> int:
     for warning in caught:
         console.print(f"[yellow]warning:[/] {warning.message}")
     return 0
+
+
+# --- headless output ------------------------------------------------------------------------------
+
+@contextmanager
+def progress_display(console: Console, quiet: bool, configs: list):
+    """A rich progress bar per run (time-based, or episode-based with a budget); yields the event callback."""
+    from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+    from engine.trainers import LogMessage, Progress
+
+    if quiet:
+        yield lambda event: console.print(f"[yellow]{event.level}:[/] {event.text}") if isinstance(event, LogMessage) else None
+        return
+    bar = Bar(TextColumn("[bold]{task.fields[trainer]:<9}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+              TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console, refresh_per_second=4)
+    tasks: dict[str, int] = {}
+
+    def on_event(event) -> None:
+        if isinstance(event, LogMessage):
+            bar.console.print(f"[yellow]{event.level}:[/] {event.text}")
+            return
+        if event.trainer not in tasks:
+            tasks[event.trainer] = bar.add_task("", total=100, trainer=event.trainer, status="")
+        config = configs[0]
+        done = max(event.elapsed_s / config.duration_s if config.duration_s else 0.0,
+                   event.episodes / config.max_episodes if config.max_episodes else 0.0)
+        status = (f"{event.phase} · {event.episodes:,} eps · {event.episodes_per_min:,.0f} eps/min · "
+                  f"{event.steps_per_s:,.0f} steps/s · train Sharpe {event.train_sharpe:.2f}")
+        if event.val_sharpe is not None:
+            status += f" · val Sharpe {event.val_sharpe:.2f}"
+        bar.update(tasks[event.trainer], completed=min(100.0, 100 * done), status=status)
+
+    with bar:
+        yield on_event
+
+
+def percent(value) -> str:
+    return "—" if value is None else f"{100 * value:+.2f}%"
+
+
+def metrics_table(by_policy: dict[str, dict], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("policy", style="bold")
+    for column in ("return", "CAGR", "volatility", "Sharpe", "Sortino", "max DD", "Calmar", "trades", "win rate", "exposure"):
+        table.add_column(column, justify="right")
+    for name, m in by_policy.items():
+        table.add_row(name.replace("_", " "), percent(m["total_return"]), percent(m["cagr"]), percent(m["volatility"]),
+                      f"{m['sharpe']:.2f}", f"{m['sortino']:.2f}", percent(m["max_drawdown"]), f"{m['calmar']:.2f}",
+                      f"{m.get('trades', 0):,}", percent(m.get("win_rate")), percent(m.get("exposure")))
+    return table
+
+
+def print_run_summary(console: Console, outcome) -> None:
+    summary = outcome.summary
+    throughput, training = summary["throughput"], summary["training"]
+    console.print(f"[bold]{summary['trainer']}[/] run {summary['status']} ({summary['stop_reason']}) → {outcome.run_dir}")
+    console.print(f"  {throughput['episodes']:,} episodes, {throughput['env_steps']:,} env-steps in {throughput['train_s']:.1f} s of training "
+                  f"({throughput['episodes_per_min']:,.0f} episodes/min, {throughput['steps_per_s']:,.0f} steps/s); "
+                  f"updates macro:micro {training['macro_updates']}:{training['micro_updates']}")
+    console.print(metrics_table(summary["test"], "Test split (greedy agent vs baselines)"))
+
+
+def print_comparison(console: Console, original: dict, optimized: dict) -> None:
+    from engine.compare import comparison_rows, speedup
+
+    table = Table(title="Original vs optimized")
+    for column, justify in (("metric", "left"), ("original", "right"), ("optimized", "right"), ("winner", "left")):
+        table.add_column(column, justify=justify)
+
+    def fmt(value, unit):
+        if value is None:
+            return "N/A"
+        if unit == "%" and abs(value) <= 1 and "drawdown" in metric:
+            return f"{100 * value:.2f}%"
+        return {"$": f"${value:,.2f}", "%": f"{value:.1f}%", "MB": f"{value:,.0f} MB"}.get(unit, f"{value:,.2f}")
+
+    for row in comparison_rows(original, optimized):
+        metric = row.metric
+        table.add_row(metric, fmt(row.original, row.unit), fmt(row.optimized, row.unit), row.winner)
+    ratio = speedup(original, optimized)
+    table.add_row("[bold]speedup[/]", "1.0×", f"[bold]{ratio:,.1f}×[/]" if ratio else "N/A", "optimized" if ratio and ratio > 1 else "—")
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,25 @@ def binance_rows(candles: pd.DataFrame, time_unit: str = "ms") -> pd.DataFrame:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+TINY_RUN = dict(data="synthetic:days=8,seed=3", macro_window=64, micro_window=16, episode_steps=32, num_envs=8,
+                min_num_envs=2, eval_every_s=0, duration_s=0, max_episodes=48, progress_every_s=0)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """A run config that trains in about a second on a CPU."""
+    from engine.config import load_config
+
+    def make(**overrides):
+        return load_config(None, {**TINY_RUN, "out_dir": str(tmp_path / "runs"), **overrides})
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_splits():
+    from engine.config import load_config
+    from engine.runs import prepare_data
+
+    return prepare_data(load_config(None, TINY_RUN))

@@ -1,0 +1,74 @@
+"""Original vs optimized: the seed's comparison table, from two run summaries."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import RunConfig
+from engine.runs import RunError, RunOutcome, execute_run, prepare_data
+
+
+@dataclass
+class ComparisonRow:
+    metric: str
+    original: float | None
+    optimized: float | None
+    better: str  # "higher" or "lower": which direction wins
+    unit: str = ""
+
+    @property
+    def winner(self) -> str:
+        if self.original is None or self.optimized is None or self.original == self.optimized:
+            return "—"
+        higher_wins = self.better == "higher"
+        return "optimized" if (self.optimized > self.original) == higher_wins else "original"
+
+
+def comparison_rows(original: dict, optimized: dict) -> list[ComparisonRow]:
+    """The seed's table: episodes/min, speedup, GPU (or CPU) use, memory, final portfolio, Sharpe, drawdown."""
+    def get(summary: dict, *keys):
+        value = summary
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    rows = [
+        ComparisonRow("episodes/min", get(original, "throughput", "episodes_per_min"), get(optimized, "throughput", "episodes_per_min"), "higher"),
+        ComparisonRow("env-steps/s", get(original, "throughput", "steps_per_s"), get(optimized, "throughput", "steps_per_s"), "higher"),
+        ComparisonRow("episodes", get(original, "throughput", "episodes"), get(optimized, "throughput", "episodes"), "higher"),
+        ComparisonRow(f"{optimized.get('device_label', 'GPU')} use", get(original, "resources", "utilisation_mean"),
+                      get(optimized, "resources", "utilisation_mean"), "higher", "%"),
+        ComparisonRow("peak memory", get(original, "resources", "peak_memory_mb"), get(optimized, "resources", "peak_memory_mb"), "lower", "MB"),
+        ComparisonRow("final portfolio (test)", original.get("final_portfolio"), optimized.get("final_portfolio"), "higher", "$"),
+        ComparisonRow("Sharpe (test)", get(original, "test", "agent", "sharpe"), get(optimized, "test", "agent", "sharpe"), "higher"),
+        ComparisonRow("max drawdown (test)", get(original, "test", "agent", "max_drawdown"), get(optimized, "test", "agent", "max_drawdown"), "higher", "%"),
+        ComparisonRow("Sharpe (validation)", get(original, "validation", "agent", "sharpe"), get(optimized, "validation", "agent", "sharpe"), "higher"),
+    ]
+    return rows
+
+
+def speedup(original: dict, optimized: dict) -> float | None:
+    before = original.get("throughput", {}).get("episodes_per_min")
+    after = optimized.get("throughput", {}).get("episodes_per_min")
+    return after / before if before and after is not None else None
+
+
+def run_comparison(config: RunConfig, on_event=None, stop: threading.Event | None = None) -> tuple[RunOutcome, RunOutcome | None]:
+    """Original, then optimized, on the same data, seed and duration (the data is loaded once)."""
+    splits = prepare_data(config)
+    original = execute_run(dataclasses.replace(config, trainer="original"), on_event, stop, splits=splits)
+    if stop is not None and stop.is_set():
+        return original, None
+    optimized = execute_run(dataclasses.replace(config, trainer="optimized"), on_event, stop, splits=splits)
+    return original, optimized
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: no summary.json (not a finished run folder)")
+    return json.loads(path.read_text())

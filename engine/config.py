@@ -1,0 +1,225 @@
+"""The run config (one dataclass, every field documented in one line) and presets (partial configs in TOML)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from engine.env import EnvConfig
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+CHOICES = {
+    "trainer": ("original", "optimized"),
+    "device": ("auto", "cuda", "mps", "cpu"),
+    "reward": ("log", "seed"),
+    "amp_dtype": ("bfloat16", "float16"),
+    "compile_backend": ("inductor", "aot_eager", "eager"),
+}
+POSITIVE = {"num_envs", "episode_steps", "macro_every", "gradient_accumulation_steps", "update_minibatch", "reward_scale",
+            "lr_macro", "lr_micro", "grad_clip", "macro_window", "micro_window", "initial_equity", "position_size"}
+NON_NEGATIVE = {"duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
+FRACTIONS = {"gamma", "train_fraction", "validation_fraction"}
+
+
+class ConfigError(ValueError):
+    """A bad preset or config value; the message names the key and the accepted values."""
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; presets and command-line flags override these defaults."""
+
+    # What and where
+    trainer: str = "optimized"  # "original" (one episode at a time) or "optimized" (vectorized)
+    data: str = "synthetic"  # file, folder, glob, Binance ZIP, or synthetic[:days=N,seed=S]
+    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    seed: int = 0  # seeds torch, numpy and the environments; same seed + config on CPU = same results
+    out_dir: str = "runs"  # parent folder of run folders
+    run_name: str = ""  # run folder name; empty = time stamp + trainer
+    preset: str = ""  # the preset this config started from (for the record)
+    # When to stop (the first reached wins; 0 = no limit)
+    duration_s: float = 60.0  # wall-clock training budget in seconds
+    max_episodes: int = 0  # episode budget
+    # Market and environment
+    macro_window: int = 492  # bars in the macro (long) feature window, about 41 h of 5-minute bars
+    micro_window: int = 60  # bars in the micro (short) feature window, 5 h
+    train_fraction: float = 0.70  # first part of the series, for training
+    validation_fraction: float = 0.15  # next part, for validation during training; the rest is the test split
+    episode_steps: int = 500  # steps per training episode
+    position_size: float = 1.0  # fraction of equity per exposure level (1.0 = no leverage)
+    allow_short: bool = True  # allow exposure level -1
+    commission: float = 0.001  # fee as a fraction of traded notional
+    slippage: float = 0.0005  # slippage as a fraction of traded notional
+    reward: str = "log"  # "log": log equity growth x reward_scale; "seed": the seed's PnL reward
+    reward_scale: float = 100.0  # multiplier of the log reward
+    initial_equity: float = 10_000.0  # starting portfolio value for reports
+    # REINFORCE
+    gamma: float = 0.99  # discount factor of returns
+    lr_macro: float = 1e-4  # Adam learning rate of MacroNet
+    lr_micro: float = 5e-4  # Adam learning rate of MicroNet and the decision head
+    macro_every: int = 10  # MacroNet is updated once per this many MicroNet updates
+    grad_clip: float = 1.0  # gradient norm clip
+    entropy_coef: float = 0.01  # entropy bonus weight (keeps exploring)
+    max_nan_updates: int = 5  # stop after this many non-finite updates in a row (0 = never)
+    # Optimized trainer
+    num_envs: int = 64  # parallel episodes per rollout
+    min_num_envs: int = 8  # floor when out-of-memory halves num_envs
+    gradient_accumulation_steps: int = 1  # rollouts accumulated per optimizer step (effective batch = num_envs x this)
+    update_minibatch: int = 65_536  # samples per forward/backward chunk of the update (bounds memory)
+    use_amp: bool = False  # autocast: bfloat16 where supported; float16 + gradient scaler on CUDA if amp_dtype says so
+    amp_dtype: str = "bfloat16"  # "bfloat16" or "float16" (CUDA only)
+    compile_model: bool = False  # torch.compile the policy (falls back to eager, reported, on failure)
+    compile_backend: str = "inductor"  # torch.compile backend
+    cuda_graphs: bool = False  # capture the whole rollout as one CUDA graph (CUDA only)
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    # Reporting
+    eval_every_s: float = 20.0  # seconds between validation backtests during training (0 = only at the end)
+    progress_every_s: float = 0.25  # minimum seconds between progress events
+
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(self.episode_steps, self.position_size, self.allow_short, self.commission, self.slippage, self.reward, self.reward_scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> RunConfig:
+        return apply_overrides(self, changes, origin="override")
+
+
+def config_fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in fields(RunConfig)}
+
+
+def field_docs() -> dict[str, str]:
+    """One-line docs of each field, read from this file's comments (shown by `presets show`)."""
+    source = Path(__file__).read_text()
+    return dict(re.findall(r"^    (\w+): [^=]+= .*?  # (.*)$", source, flags=re.M))
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    expected = config_fields()[key].type
+    try:
+        if expected == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                return value.lower() in ("true", "1", "yes", "on")
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if expected == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if expected == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{origin}: {key} must be {'true or false' if expected == 'bool' else 'an integer' if expected == 'int' else 'a number' if expected == 'float' else 'text'}, got {value!r}") from None
+
+
+def validate(config: RunConfig, origin: str = "config") -> RunConfig:
+    for key, value in config.to_dict().items():
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{origin}: {key} = {value!r} is not accepted; choose one of {', '.join(CHOICES[key])}")
+        if key in POSITIVE and not value > 0:
+            raise ConfigError(f"{origin}: {key} must be > 0, got {value}")
+        if key in NON_NEGATIVE and value < 0:
+            raise ConfigError(f"{origin}: {key} must be >= 0, got {value}")
+        if key in FRACTIONS and not 0 < value < 1:
+            raise ConfigError(f"{origin}: {key} must be between 0 and 1, got {value}")
+    if config.train_fraction + config.validation_fraction >= 1:
+        raise ConfigError(f"{origin}: train_fraction + validation_fraction must leave a test split (< 1)")
+    if config.micro_window > config.macro_window or config.micro_window < 2:
+        raise ConfigError(f"{origin}: micro_window must be between 2 and macro_window ({config.macro_window})")
+    if config.position_size > 1:
+        raise ConfigError(f"{origin}: position_size must be <= 1 (no leverage), got {config.position_size}")
+    if config.min_num_envs > config.num_envs:
+        raise ConfigError(f"{origin}: min_num_envs ({config.min_num_envs}) must be <= num_envs ({config.num_envs})")
+    return config
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any], origin: str) -> RunConfig:
+    known = config_fields()
+    unknown = [k for k in overrides if k not in known]
+    if unknown:
+        raise ConfigError(f"{origin}: unknown key {unknown[0]!r}; accepted keys: {', '.join(known)}")
+    changes = {k: _coerce(k, v, origin) for k, v in overrides.items()}
+    return validate(dataclasses.replace(config, **changes), origin)
+
+
+# --- presets ---------------------------------------------------------------------------------------
+
+def user_presets_dir() -> Path:
+    base = os.environ.get("ASYM_TUI_CONFIG_DIR") or Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "asym-tui"
+    return Path(base) / "presets"
+
+
+def preset_paths() -> dict[str, Path]:
+    """Built-in presets, then user presets (a user preset with the same name wins)."""
+    found: dict[str, Path] = {}
+    for folder in (PRESETS_DIR, user_presets_dir()):
+        if folder.is_dir():
+            found.update({p.stem: p for p in sorted(folder.glob("*.toml"))})
+    return found
+
+
+def read_preset(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.is_file()):
+        paths = preset_paths()
+        if name_or_path not in paths:
+            raise ConfigError(f"unknown preset {name_or_path!r}; available: {', '.join(paths)}")
+        path = paths[name_or_path]
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"preset {path}: not valid TOML ({exc})") from exc
+    values.pop("description", None)
+    apply_overrides(RunConfig(), values, f"preset {path}")  # reject unknown keys and bad values now
+    return values
+
+
+def preset_description(name: str) -> str:
+    values = tomllib.loads(preset_paths()[name].read_text())
+    return str(values.get("description", ""))
+
+
+def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the preset, then explicit overrides; validated at each step."""
+    config = RunConfig()
+    if preset:
+        config = apply_overrides(config, read_preset(preset), f"preset {preset}")
+        config.preset = Path(preset).stem
+    return apply_overrides(config, overrides or {}, "override")
+
+
+def save_user_preset(name: str, config: RunConfig, description: str = "") -> Path:
+    """Save the fields that differ from the defaults as a user preset."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"preset name {name!r}: use letters, digits, '-', '_' or '.'")
+    defaults = RunConfig().to_dict()
+    values = {k: v for k, v in config.to_dict().items() if v != defaults[k] and k not in ("preset", "run_name")}
+    if description:
+        values = {"description": description, **values}
+    folder = user_presets_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(tomli_w.dumps(values))
+    return path
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '2m', '1.5h', '90' (seconds) → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*", str(text))
+    if not match:
+        raise ConfigError(f"duration {text!r}: use a number of seconds or a value like 30s, 2m, 1h")
+    return float(match[1]) * {"s": 1, "sec": 1, None: 1, "m": 60, "min": 60, "h": 3600}[match[2]]
+

@@ -1,0 +1,160 @@
+"""The seed's asymmetric policy network: a deep MacroNet, a shallow MicroNet and a small decision head.
+
+Layer counts follow the seed exactly (37 / 10 / 4 Linear layers, BatchNorm after hidden layers); the
+widths are chosen so the total is about 83.8k trainable parameters at the default feature sizes.
+MacroNet's hidden layers are residual (x + ReLU(BN(Linear(x)))) so 37 layers train.
+
+BatchNorm: both trainers keep the network in eval mode for sampling *and* for the loss, so the policy
+that acts is exactly the policy that is differentiated. Running statistics are refreshed explicitly
+by `refresh_batchnorm(observations)` — a no-grad train-mode pass over the rollout just used — after
+each optimizer step, and calibrated once on training data before the first rollout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MACRO_LINEAR_LAYERS, MICRO_LINEAR_LAYERS, HEAD_LINEAR_LAYERS = 37, 10, 4
+HOLD_BIAS = (1.5, 0.0, 0.0)  # initial logit bias of HOLD, BUY, SELL
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Input sizes and widths; defaults give about 83.8k parameters for 42 + 42 features."""
+
+    macro_dim: int = 42
+    micro_dim: int = 42
+    macro_width: int = 32
+    macro_embedding: int = 32
+    micro_width: int = 63
+    micro_output: int = 32
+    head_width: int = 32
+
+
+class BatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d that also accepts a batch of one in train mode (it has no batch statistics, so it
+    uses the running ones) — the original trainer's rollout is batch size 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.linear, self.norm = nn.Linear(width, width), BatchNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.relu(self.norm(self.linear(x)))
+
+
+def _dense(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, outputs), BatchNorm(outputs), nn.ReLU())
+
+
+class MacroNet(nn.Module):
+    """37 Linear layers: input projection, 35 residual hidden layers, embedding projection."""
+
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        width = shape.macro_width
+        hidden = [ResidualBlock(width) for _ in range(MACRO_LINEAR_LAYERS - 2)]
+        self.layers = nn.Sequential(_dense(shape.macro_dim, width), *hidden, nn.Linear(width, shape.macro_embedding))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class MicroNet(nn.Module):
+    """10 Linear layers: 9 dense hidden layers and an output projection."""
+
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        width = shape.micro_width
+        hidden = [_dense(shape.micro_dim if i == 0 else width, width) for i in range(MICRO_LINEAR_LAYERS - 1)]
+        self.layers = nn.Sequential(*hidden, nn.Linear(width, shape.micro_output))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class DecisionHead(nn.Module):
+    """4 Linear layers from [macro embedding, micro output, exposure level, equity ratio] to 3 logits."""
+
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        width = shape.head_width
+        inputs = shape.macro_embedding + shape.micro_output + 2
+        self.layers = nn.Sequential(_dense(inputs, width), _dense(width, width), _dense(width, width // 2), nn.Linear(width // 2, 3))
+        # An untrained agent should mostly hold rather than pay fees at random: P(HOLD) starts near 0.7.
+        with torch.no_grad():
+            self.layers[-1].bias.copy_(torch.tensor(HOLD_BIAS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class AsymmetricPolicyNetwork(nn.Module):
+    """Observation [macro | micro | level | equity ratio] → logits for HOLD, BUY, SELL."""
+
+    def __init__(self, shape: ModelShape = ModelShape()):
+        super().__init__()
+        self.shape = shape
+        self.macro_net, self.micro_net, self.head = MacroNet(shape), MicroNet(shape), DecisionHead(shape)
+
+    def embed(self, observation: torch.Tensor, update_macro: bool = True) -> torch.Tensor:
+        """[MacroNet embedding | MicroNet output]: the position-independent part of the network."""
+        macro_dim, micro_dim = self.shape.macro_dim, self.shape.micro_dim
+        # On updates that skip MacroNet its output is a constant: no graph, so no backward through it.
+        with contextlib.nullcontext() if update_macro else torch.no_grad():
+            macro_embedding = self.macro_net(observation[:, :macro_dim])
+        return torch.cat([macro_embedding, self.micro_net(observation[:, macro_dim : macro_dim + micro_dim])], dim=1)
+
+    def forward(self, observation: torch.Tensor, update_macro: bool = True) -> torch.Tensor:
+        state = observation[:, self.shape.macro_dim + self.shape.micro_dim :]
+        return self.head(torch.cat([self.embed(observation, update_macro), state], dim=1))
+
+    def micro_parameters(self) -> list[nn.Parameter]:
+        return [*self.micro_net.parameters(), *self.head.parameters()]
+
+    @torch.no_grad()
+    def refresh_batchnorm(self, observations: torch.Tensor, cumulative: bool = False) -> None:
+        """Update BatchNorm running statistics from `observations` without touching the weights.
+
+        `cumulative` resets the statistics and uses a plain average (the initial calibration).
+        """
+        norms = [m for m in self.modules() if isinstance(m, nn.BatchNorm1d)]
+        saved = [m.momentum for m in norms]
+        was_training = self.training
+        for module in norms:
+            if cumulative:
+                module.reset_running_stats()
+                module.momentum = None
+        self.train()
+        self(observations)
+        self.train(was_training)
+        for module, momentum in zip(norms, saved):
+            module.momentum = momentum
+
+
+def layer_counts(model: AsymmetricPolicyNetwork) -> dict[str, int]:
+    def linear_layers(module: nn.Module) -> int:
+        return sum(isinstance(m, nn.Linear) for m in module.modules())
+
+    return {"macro": linear_layers(model.macro_net), "micro": linear_layers(model.micro_net), "head": linear_layers(model.head)}
+
+
+def parameter_counts(model: AsymmetricPolicyNetwork) -> dict[str, int]:
+    def trainable(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    counts = {"macro": trainable(model.macro_net), "micro": trainable(model.micro_net), "head": trainable(model.head)}
+    counts["total"] = sum(counts.values())
+    return counts

@@ -1,0 +1,285 @@
+"""Run folders: every training run writes config.json, metrics.csv, summary.json, checkpoint.pt,
+equity_test.csv and report.png under `runs/` (configurable). Every file is written atomically
+(temporary file, fsync, rename), so a run stopped at any moment leaves only whole files."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.config import RunConfig, apply_overrides
+from engine.data import load_candles
+from engine.evaluation import evaluate_split
+from engine.features import MarketSplits, Normalizer, prepare_splits
+from engine.model import layer_counts, parameter_counts
+from engine.trainers import Event, Trainer, TrainResult, make_trainer
+
+VERSION = "0.1.0"
+CHECKPOINT_FORMAT = 1
+MIN_FREE_BYTES = 50 * 2**20
+RUN_FILES = ("config.json", "metrics.csv", "summary.json", "checkpoint.pt", "equity_test.csv", "report.png")
+
+
+class RunError(ValueError):
+    """An output folder that can't be written, or a checkpoint that can't be read; the message says which."""
+
+
+# --- atomic files ------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, value) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(value), indent=2) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# --- folders -----------------------------------------------------------------------------------------
+
+def check_output_dir(out_dir: str | Path) -> Path:
+    """Refuse, before any training, an output folder that can't be created, written or has no space."""
+    folder = Path(out_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"output folder {folder} is not writable ({exc.strerror or exc})") from exc
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise RunError(f"output folder {folder} has only {free / 2**20:.0f} MiB free; need at least {MIN_FREE_BYTES / 2**20:.0f} MiB")
+    return folder
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    parent = check_output_dir(config.out_dir)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = config.run_name or f"{stamp}-{config.trainer}" + (f"-{config.preset}" if config.preset else "")
+    candidate, suffix = parent / base, 2
+    while candidate.exists():
+        candidate, suffix = parent / f"{base}-{suffix}", suffix + 1
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, trainer: Trainer, normalizer: Normalizer) -> None:
+    state = {"format": CHECKPOINT_FORMAT, "version": VERSION, "config": trainer.config.to_dict(),
+             "normalizer": normalizer.state_dict(), "model_shape": dataclasses.asdict(trainer.model.shape),
+             "trainer": trainer.state_dict()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise RunError(f"{path}: no checkpoint there")
+    try:
+        # Our own files hold numpy RNG states and plain Python values, not only tensors.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RunError(f"{path}: not a readable asym-tui checkpoint (corrupted or truncated: {type(exc).__name__})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("version", "unknown") if isinstance(state, dict) else "unknown"
+        raise RunError(f"{path}: checkpoint from asym-tui version {found} (format {state.get('format') if isinstance(state, dict) else '?'}); "
+                       f"this version {VERSION} reads format {CHECKPOINT_FORMAT}")
+    return state
+
+
+# --- one run, start to finish ------------------------------------------------------------------------
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    summary: dict
+    result: TrainResult
+
+
+def prepare_data(config: RunConfig) -> MarketSplits:
+    candles = load_candles(config.data)
+    return prepare_splits(candles, config.macro_window, config.micro_window, config.train_fraction, config.validation_fraction)
+
+
+def resume_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:
+    """The config of an existing run, with overrides such as a new duration."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: not a run folder (no config.json)")
+    saved = json.loads(path.read_text())["config"]
+    return apply_overrides(RunConfig(), {**saved, **(overrides or {})}, f"resume {run_dir}")
+
+
+def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None = None,
+                resume_dir: str | Path | None = None, splits: MarketSplits | None = None) -> RunOutcome:
+    """Load data, train, evaluate on validation and test next to the baselines, write the run folder."""
+    run_dir = Path(resume_dir) if resume_dir else None
+    check_output_dir(run_dir or config.out_dir)
+    state = load_checkpoint(run_dir) if run_dir else None
+    splits = splits or prepare_data(config)
+    if state:
+        splits = _renormalized(splits, Normalizer.from_state_dict(state["normalizer"]))
+    events: list[Event] = []
+
+    def record(event: Event) -> None:
+        events.append(event)
+        if on_event:
+            on_event(event)
+
+    trainer = make_trainer(config, splits, on_event=record, stop=stop)
+    if state:
+        trainer.load_state_dict(state["trainer"])
+        trainer.log("info", f"resumed from {run_dir} at {trainer.episodes:,} episodes")
+    run_dir = run_dir or new_run_dir(config)
+    atomic_write_json(run_dir / "config.json", run_record(config, trainer))
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir / "checkpoint.pt", trainer, splits.normalizer)
+        write_metrics(run_dir, trainer.history)
+        atomic_write_json(run_dir / "summary.json", build_summary(config, trainer, trainer_result(trainer, "running"), None))
+
+    result = trainer.run(checkpoint=checkpoint)
+    return finish_run(run_dir, config, trainer, splits, result)
+
+
+def trainer_result(trainer: Trainer, status: str) -> TrainResult:
+    return TrainResult(status, "", trainer.last_progress, trainer.history, trainer.messages)
+
+
+def finish_run(run_dir: Path, config: RunConfig, trainer: Trainer, splits: MarketSplits, result: TrainResult) -> RunOutcome:
+    """Final evaluation and every file of the run folder; the checkpoint first, as it matters most."""
+    save_checkpoint(run_dir / "checkpoint.pt", trainer, splits.normalizer)
+    write_metrics(run_dir, trainer.history)
+    env_config = config.env_config()
+    evaluations = {name: evaluate_split(trainer.model, splits[name], env_config, splits.bar_seconds, config.seed)
+                   for name in ("validation", "test")}
+    summary = build_summary(config, trainer, result, evaluations)
+    atomic_write_json(run_dir / "summary.json", summary)
+    write_equity(run_dir / "equity_test.csv", splits.test, evaluations["test"], config.initial_equity)
+    from engine.report import write_report
+
+    write_report(run_dir / "report.png", trainer.history, evaluations["test"], splits.test, summary)
+    return RunOutcome(run_dir, summary, result)
+
+
+def _renormalized(splits: MarketSplits, normalizer: Normalizer) -> MarketSplits:
+    """A resumed run keeps the normalization statistics it was trained with."""
+    if np.allclose(splits.normalizer.macro_mean, normalizer.macro_mean):
+        return splits
+    raise RunError("the data source no longer matches the run being resumed (different train statistics)")
+
+
+def run_record(config: RunConfig, trainer: Trainer) -> dict:
+    return {
+        "config": config.to_dict(),
+        "versions": {"asym_tui": VERSION, "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+                     "python": platform.python_version()},
+        "device": {"type": trainer.device.type, "reason": trainer.device_reason, "platform": platform.platform()},
+        "seed": config.seed,
+        "model": {"layers": layer_counts(trainer.model), "parameters": parameter_counts(trainer.model),
+                  "shape": dataclasses.asdict(trainer.model.shape)},
+        "amp": trainer.learner.amp_note,
+        "compiled": bool(getattr(trainer.learner.policy, "is_compiled", False)),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def build_summary(config: RunConfig, trainer: Trainer, result: TrainResult, evaluations: dict | None) -> dict:
+    last = result.last
+    utilisation = [row["utilisation"] for row in trainer.history if row.get("utilisation") is not None and row["phase"] == "training"]
+    peaks = [row["peak_memory_mb"] for row in trainer.history if row.get("peak_memory_mb") is not None]
+    summary = {
+        "status": result.status, "stop_reason": result.stop_reason, "trainer": config.trainer, "preset": config.preset,
+        "data": config.data, "seed": config.seed, "device": trainer.device.type, "device_label": last.device_label,
+        "throughput": {"episodes": trainer.episodes, "env_steps": trainer.env_steps, "elapsed_s": last.elapsed_s,
+                       "train_s": last.train_s, "episodes_per_min": last.episodes_per_min, "steps_per_s": last.steps_per_s,
+                       "rollout_s": trainer.rollout_s, "update_s": trainer.update_s},
+        "training": {"loss": last.loss, "mean_episode_return": last.mean_episode_return, "train_sharpe": last.train_sharpe,
+                     "portfolio": last.portfolio, "macro_updates": trainer.learner.macro_updates,
+                     "micro_updates": trainer.learner.micro_updates, "num_envs": trainer.num_envs,
+                     "nan_skips": trainer.learner.nan_skips, "scaler_skips": trainer.learner.scaler_skips},
+        "resources": {"utilisation_mean": float(np.mean(utilisation)) if utilisation else None,
+                      "peak_memory_mb": max(peaks) if peaks else None},
+        "events": [{"level": m.level, "text": m.text, "elapsed_s": m.elapsed_s} for m in result.messages],
+    }
+    if evaluations:
+        for split, backtests in evaluations.items():
+            summary[split] = {name: backtest.metrics for name, backtest in backtests.items()}
+        summary["final_portfolio"] = config.initial_equity * float(evaluations["test"]["agent"].equity[-1])
+    return summary
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> None:
+    atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+
+
+def write_equity(path: Path, split, backtests: dict, initial_equity: float) -> None:
+    """One row per test bar: close, each policy's equity, and the agent's exposure level."""
+    rows = len(split)
+
+    def padded(values: np.ndarray, hold_last: bool) -> np.ndarray:
+        # A backtest that ended early (ruin) holds its last equity; the level after the end is flat.
+        out = np.zeros(rows)
+        count = min(rows, len(values))
+        out[:count] = values[:count]
+        out[count:] = values[count - 1] if hold_last and count else 0.0
+        return out
+
+    frame = pd.DataFrame({"timestamp": pd.to_datetime(split.timestamps, utc=True), "close": split.close})
+    for name, backtest in backtests.items():
+        frame[f"{name}_equity"] = padded(backtest.equity, hold_last=True) * initial_equity
+    frame["agent_level"] = padded(backtests["agent"].levels, hold_last=False)
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def list_runs(out_dir: str | Path) -> list[dict]:
+    """Run folders under `out_dir` (sweep folders included, one level down), newest first, with their summaries."""
+    runs = []
+    for config_path in sorted(Path(out_dir).glob("**/config.json")):
+        folder = config_path.parent
+        try:
+            record = json.loads(config_path.read_text())
+            summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            continue
+        runs.append({"path": folder, "config": record.get("config", {}), "summary": summary, "created": record.get("created", "")})
+    return sorted(runs, key=lambda run: run["created"], reverse=True)

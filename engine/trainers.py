@@ -1,0 +1,610 @@
+"""The two trainers: REINFORCE with the seed's asymmetric schedule (MacroNet updated 1 : `macro_every`).
+
+Read top to bottom: `discounted_returns` and `sample_actions`, the `ReinforceLearner` (loss, optimizers,
+AMP, compile, accumulation, NaN handling), then `Trainer.run` — the loop both trainers share — and the
+two ways of collecting episodes: `OriginalTrainer` (one `TradingEnv` episode, batch size 1) and
+`OptimizedTrainer` (`num_envs` episodes at once in a `VectorizedTradingEnv`, optionally one CUDA graph).
+
+Rollouts run without autograd; the loss re-evaluates the stored observations in a batched forward.
+The network stays in eval mode for both, so the policy that sampled an action is exactly the policy
+whose log-probability is differentiated; BatchNorm statistics are refreshed after each optimizer step
+(see engine/model.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.config import RunConfig
+from engine.env import TradingEnv, VectorizedTradingEnv, observation_size
+from engine.evaluation import agent_backtest
+from engine.features import MarketSplits
+from engine.metrics import episode_sharpe
+from engine.model import AsymmetricPolicyNetwork, ModelShape
+from engine.monitor import DeviceMonitor, resolve_device
+
+BATCHNORM_SAMPLE = 8192  # observations used to refresh BatchNorm statistics after each update
+
+
+class TrainingStopped(Exception):
+    """Training cannot go on (diverged, out of memory at the smallest batch); the message says what to change."""
+
+
+@dataclass
+class LogMessage:
+    """A warning or note for the user (compile fallback, OOM halving, skipped update)."""
+
+    level: str  # "info", "warning" or "error"
+    text: str
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class Progress:
+    """A throttled snapshot of training, emitted a few times a second."""
+
+    trainer: str
+    phase: str  # "calibrating", "compiling", "training", "validating", "done"
+    elapsed_s: float = 0.0
+    train_s: float = 0.0  # seconds spent in rollouts and updates (throughput uses this)
+    episodes: int = 0
+    env_steps: int = 0
+    episodes_per_min: float = 0.0
+    steps_per_s: float = 0.0
+    loss: float = math.nan
+    mean_reward: float = math.nan
+    mean_episode_return: float = math.nan  # fraction, over the latest rollout's episodes
+    train_sharpe: float = math.nan  # annualized, over recent episodes
+    portfolio: float = math.nan  # initial equity x mean final equity of the latest episodes
+    macro_updates: int = 0
+    micro_updates: int = 0
+    num_envs: int = 1
+    rollout_s: float = 0.0
+    update_s: float = 0.0
+    device_label: str = "CPU"
+    utilisation: float | None = None
+    memory_used_mb: float | None = None
+    memory_total_mb: float | None = None
+    peak_memory_mb: float | None = None
+    val_sharpe: float | None = None
+    val_return: float | None = None
+    val_drawdown: float | None = None
+    val_portfolio: float | None = None
+    nan_skips: int = 0
+    scaler_skips: int = 0
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+Event = Progress | LogMessage
+
+
+def discounted_returns(rewards: torch.Tensor, gamma: float, chunk: int = 128) -> torch.Tensor:
+    """G_t = r_t + gamma G_{t+1} along dim 0, in O(T): a reverse cumulative sum per chunk of steps
+    (powers of gamma stay well inside float32 range) with the next chunk's return carried in."""
+    steps = rewards.shape[0]
+    returns = torch.empty_like(rewards, dtype=torch.float32)
+    carry = torch.zeros_like(rewards[0], dtype=torch.float32)
+    for end in range(steps, 0, -chunk):
+        start = max(0, end - chunk)
+        length = end - start
+        shape = (length,) + (1,) * (rewards.dim() - 1)
+        powers = gamma ** torch.arange(length, device=rewards.device, dtype=torch.float32).reshape(shape)
+        discounted = rewards[start:end].float() * powers
+        tail_sums = discounted.flip(0).cumsum(0).flip(0)
+        returns[start:end] = tail_sums / powers + carry * (gamma ** (length - torch.arange(length, device=rewards.device, dtype=torch.float32))).reshape(shape)
+        carry = returns[start]
+    return returns
+
+
+def sample_actions(logits: torch.Tensor) -> torch.Tensor:
+    """Categorical sampling by the Gumbel-max trick: no host sync, capturable in a CUDA graph."""
+    noise = torch.rand_like(logits, dtype=torch.float32)
+    return (logits.float() - torch.log(-torch.log(noise))).argmax(dim=1)
+
+
+def amp_settings(config: RunConfig, device: torch.device) -> tuple[torch.dtype | None, bool, str]:
+    """(autocast dtype or None, use a gradient scaler, note for the user)."""
+    if not config.use_amp:
+        return None, False, "AMP off (float32)"
+    if config.amp_dtype == "float16" and device.type == "cuda":
+        return torch.float16, True, "AMP float16 with a gradient scaler"
+    if device.type == "mps":
+        return torch.float16, False, "AMP float16 (MPS)"
+    if config.amp_dtype == "float16":
+        return torch.bfloat16, False, "AMP bfloat16 (float16 needs CUDA)"
+    return torch.bfloat16, False, "AMP bfloat16"
+
+
+class FallbackPolicy:
+    """The compiled policy while it works; on any failure, eager for the rest of the run (reported once)."""
+
+    def __init__(self, model: AsymmetricPolicyNetwork, backend: str, report: Callable[[str], None]):
+        self.model, self.report, self.compiled = model, report, None
+        try:
+            self.compiled = torch.compile(model, backend=backend)
+        except Exception as exc:
+            report(f"torch.compile failed when wrapping the model ({type(exc).__name__}: {exc}); using eager")
+
+    @property
+    def is_compiled(self) -> bool:
+        return self.compiled is not None
+
+    def __call__(self, observation: torch.Tensor, update_macro: bool = True) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(observation, update_macro)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:
+                self.compiled = None
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                self.report(f"torch.compile failed ({type(exc).__name__}: {reason[:200]}); eager for the rest of the run")
+        return self.model(observation, update_macro)
+
+
+class ReinforceLearner:
+    """REINFORCE with normalized discounted returns, two Adam optimizers and the asymmetric schedule."""
+
+    def __init__(self, model: AsymmetricPolicyNetwork, config: RunConfig, device: torch.device, report: Callable[[str, str], None]):
+        self.model, self.config, self.device, self.report = model, config, device, report
+        self.macro_optimizer = torch.optim.Adam(model.macro_net.parameters(), lr=config.lr_macro)
+        self.micro_optimizer = torch.optim.Adam(model.micro_parameters(), lr=config.lr_micro)
+        self.amp_dtype, use_scaler, self.amp_note = amp_settings(config, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.policy = FallbackPolicy(model, config.compile_backend, lambda text: report("warning", text)) if config.compile_model else model
+        self.micro_updates = self.macro_updates = 0
+        self.nan_skips = self.scaler_skips = self.nan_streak = 0
+        self.pending_backwards = 0  # rollouts accumulated since the last optimizer step
+        self.update_macro = True
+        self.last_loss = torch.zeros((), device=device)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def learn(self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor) -> bool:
+        """Backward one rollout (T, N, ...); step the optimizers once every `gradient_accumulation_steps`
+        rollouts. Advantages are discounted returns normalized over the rollout. True when a step happened."""
+        returns = discounted_returns(rewards, self.config.gamma)
+        advantages = (returns - returns.mean()) / (returns.std() + 1e-8)
+        flat_observations = observations.reshape(-1, observations.shape[-1])
+        self.accumulate(flat_observations, actions.reshape(-1), advantages.reshape(-1))
+        if self.pending_backwards < self.config.gradient_accumulation_steps:
+            return False
+        self.step(flat_observations)
+        return True
+
+    def accumulate(self, observations: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor) -> None:
+        """Add this batch's policy gradient, weighted 1 / gradient_accumulation_steps, to the .grad buffers."""
+        config = self.config
+        if self.pending_backwards == 0:
+            self.update_macro = self.micro_updates % config.macro_every == 0
+        samples = actions.shape[0]
+        scale = 1.0 / (samples * config.gradient_accumulation_steps)
+        total_loss = torch.zeros((), device=self.device)
+        for start in range(0, samples, config.update_minibatch):
+            chunk = slice(start, start + config.update_minibatch)
+            with self.autocast():
+                logits = self.policy(observations[chunk], self.update_macro)
+            log_probs = F.log_softmax(logits.float(), dim=1)
+            chosen = log_probs.gather(1, actions[chunk].unsqueeze(1)).squeeze(1)
+            entropy = -(log_probs.exp() * log_probs).sum(1)
+            loss = -(chosen * advantages[chunk]).sum() - config.entropy_coef * entropy.sum()
+            self.scaler.scale(loss * scale).backward()
+            total_loss += loss.detach() / samples
+        self.last_loss = total_loss
+        self.pending_backwards += 1
+
+    def step(self, observations: torch.Tensor) -> None:
+        """Clip, step the optimizers the schedule allows, count, refresh BatchNorm statistics."""
+        optimizers = [self.micro_optimizer] + ([self.macro_optimizer] if self.update_macro else [])
+        parameters = self.model.micro_parameters() + (list(self.model.macro_net.parameters()) if self.update_macro else [])
+        for optimizer in optimizers:
+            self.scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
+        finite = bool(torch.isfinite(norm))  # one sync per update, never per step
+        if finite or self.scaler.is_enabled():
+            scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+            for optimizer in optimizers:
+                self.scaler.step(optimizer)
+            self.scaler.update()
+            if self.scaler.is_enabled() and self.scaler.get_scale() < scale_before:
+                self.scaler_skips += 1  # the scaler found inf/NaN gradients and skipped this step
+        self.macro_optimizer.zero_grad(set_to_none=True)
+        self.micro_optimizer.zero_grad(set_to_none=True)
+        self.pending_backwards = 0
+        if not finite and not self.scaler.is_enabled():
+            self._skip_non_finite()
+            return
+        self.nan_streak = 0
+        self.micro_updates += 1
+        self.macro_updates += int(self.update_macro)
+        sample = observations[torch.randperm(observations.shape[0], device=observations.device)[:BATCHNORM_SAMPLE]]
+        self.model.refresh_batchnorm(sample.float())
+
+    def _skip_non_finite(self) -> None:
+        self.nan_skips += 1
+        self.nan_streak += 1
+        self.report("warning", f"non-finite loss or gradients: update skipped ({self.nan_skips} so far)")
+        limit = self.config.max_nan_updates
+        if limit and self.nan_streak >= limit:
+            hint = "lower lr_micro / lr_macro" + (" or turn AMP off" if self.config.use_amp else "")
+            raise TrainingStopped(f"training diverged: {self.nan_streak} non-finite updates in a row; {hint}")
+
+    def state_dict(self) -> dict:
+        return {
+            "macro_optimizer": self.macro_optimizer.state_dict(), "micro_optimizer": self.micro_optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "micro_updates": self.micro_updates, "macro_updates": self.macro_updates,
+            "nan_skips": self.nan_skips, "scaler_skips": self.scaler_skips,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.macro_optimizer.load_state_dict(state["macro_optimizer"])
+        self.micro_optimizer.load_state_dict(state["micro_optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        for key in ("micro_updates", "macro_updates", "nan_skips", "scaler_skips"):
+            setattr(self, key, state[key])
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed", "stopped", "failed"
+    stop_reason: str
+    last: Progress
+    history: list[dict] = field(default_factory=list)
+    messages: list[LogMessage] = field(default_factory=list)
+
+
+class Trainer:
+    """The loop both trainers share: collect episodes, learn, report, validate, stop."""
+
+    name = "trainer"
+
+    def __init__(self, config: RunConfig, splits: MarketSplits, on_event: Callable[[Event], None] | None = None,
+                 stop: threading.Event | None = None):
+        self.config, self.splits = config, splits
+        self.on_event = on_event or (lambda event: None)
+        self.stop = stop or threading.Event()
+        self.device, self.device_reason = resolve_device(config.device)
+        seed_everything(config.seed)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        shape = ModelShape(macro_dim=splits.train.macro.shape[1], micro_dim=splits.train.micro.shape[1])
+        self.model = AsymmetricPolicyNetwork(shape).to(self.device).eval()
+        self.messages: list[LogMessage] = []
+        self.episodes = self.env_steps = 0
+        self.rollout_s = self.update_s = self.train_s_before = self.elapsed_before = self.session_elapsed = 0.0
+        self.session_episodes = self.session_steps = 0
+        self.learner = ReinforceLearner(self.model, config, self.device, self.log)
+        self.monitor = DeviceMonitor(self.device)
+        self.env_config = config.env_config()
+        self.num_envs = 1
+        self.recent_log_returns: deque[float] = deque(maxlen=256)
+        self.history: list[dict] = []
+        self.validation: dict | None = None
+        self.last_progress = Progress(self.name, "starting")
+        self.calibrate_batchnorm()
+
+    # --- reporting ---------------------------------------------------------------------------------
+    def log(self, level: str, text: str) -> None:
+        message = LogMessage(level, text, self.elapsed_before + self.session_elapsed)
+        self.messages.append(message)
+        self.on_event(message)
+
+    def progress(self, phase: str, started: float, loss=math.nan, mean_reward=math.nan, mean_return=math.nan, portfolio=math.nan) -> Progress:
+        train_s = self.rollout_s + self.update_s
+        reading = self.monitor.read()
+        validation = self.validation or {}
+        event = Progress(
+            trainer=self.name, phase=phase, elapsed_s=self.elapsed_before + time.perf_counter() - started,
+            train_s=self.train_s_before + train_s, episodes=self.episodes, env_steps=self.env_steps,
+            episodes_per_min=60 * self.session_episodes / train_s if train_s else 0.0,
+            steps_per_s=self.session_steps / train_s if train_s else 0.0,
+            loss=loss, mean_reward=mean_reward, mean_episode_return=mean_return,
+            train_sharpe=episode_sharpe(np.asarray(self.recent_log_returns), self.episode_length, self.splits.bar_seconds),
+            portfolio=portfolio, macro_updates=self.learner.macro_updates, micro_updates=self.learner.micro_updates,
+            num_envs=self.num_envs, rollout_s=self.rollout_s, update_s=self.update_s,
+            device_label=reading.label, utilisation=reading.utilisation, memory_used_mb=reading.memory_used_mb,
+            memory_total_mb=reading.memory_total_mb, peak_memory_mb=reading.peak_allocated_mb,
+            val_sharpe=validation.get("sharpe"), val_return=validation.get("total_return"),
+            val_drawdown=validation.get("max_drawdown"), val_portfolio=validation.get("portfolio"),
+            nan_skips=self.learner.nan_skips, scaler_skips=self.learner.scaler_skips,
+        )
+        self.last_progress = event
+        self.history.append(event.row())
+        self.on_event(event)
+        return event
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def run(self, checkpoint: Callable[[], None] | None = None) -> TrainResult:
+        config = self.config
+        started = time.perf_counter()
+        self.session_elapsed = 0.0
+        compiled = getattr(self.learner.policy, "is_compiled", False)
+        self.progress("compiling" if compiled else "training", started)
+        last_report = last_eval = time.perf_counter()
+        status, reason = "completed", ""
+        while not (reason := self.stop_reason(started)):
+            try:
+                t0 = time.perf_counter()
+                observations, actions, rewards, final_equity = self.collect()
+                t1 = time.perf_counter()
+                self.learner.learn(observations, actions, rewards)
+                t2 = time.perf_counter()
+            except (RuntimeError, TrainingStopped) as exc:  # torch.OutOfMemoryError is a RuntimeError
+                failure = self.recover(exc)
+                if failure:
+                    status, reason = "failed", failure
+                    break
+                continue
+            self.rollout_s += t1 - t0
+            self.update_s += t2 - t1
+            batch = actions.shape[1]
+            self.episodes += batch
+            self.session_episodes += batch
+            self.env_steps += batch * actions.shape[0]
+            self.session_steps += batch * actions.shape[0]
+            log_returns = final_equity.double().clamp(min=1e-12).log().cpu().numpy()
+            self.recent_log_returns.extend(log_returns.tolist())
+            now = time.perf_counter()
+            self.session_elapsed = now - started
+            if config.eval_every_s and now - last_eval >= config.eval_every_s:
+                self.validate(started)
+                if checkpoint:
+                    checkpoint()
+                last_eval = now = time.perf_counter()
+            if now - last_report >= config.progress_every_s:
+                equity = final_equity.double()
+                self.progress("training", started, float(self.learner.last_loss), float(rewards.float().mean()),
+                              float(equity.mean() - 1), config.initial_equity * float(equity.mean()))
+                last_report = now
+        self.elapsed_before += time.perf_counter() - started
+        self.train_s_before += self.rollout_s + self.update_s
+        if status == "completed" and reason == "stopped by the user":
+            status = "stopped"
+        return TrainResult(status, reason, self.last_progress, self.history, self.messages)
+
+    def stop_reason(self, started: float) -> str:
+        if self.stop.is_set():
+            return "stopped by the user"
+        if self.config.duration_s and time.perf_counter() - started >= self.config.duration_s:
+            return f"duration of {self.config.duration_s:g} s reached"
+        if self.config.max_episodes and self.episodes >= self.config.max_episodes:
+            return f"episode budget of {self.config.max_episodes} reached"
+        return ""
+
+    def validate(self, started: float) -> dict:
+        self.progress("validating", started)
+        backtest = agent_backtest(self.model, self.splits.validation, self.env_config, self.splits.bar_seconds)
+        self.validation = {**backtest.metrics, "portfolio": self.config.initial_equity * float(backtest.equity[-1])}
+        return self.validation
+
+    def calibrate_batchnorm(self) -> None:
+        """Initial BatchNorm statistics from training observations (flat, start equity) — before any rollout."""
+        train = self.splits.train
+        rows = np.random.default_rng(self.config.seed).choice(len(train), size=min(len(train), BATCHNORM_SAMPLE), replace=False)
+        table = np.concatenate([train.macro[rows], train.micro[rows], np.zeros((len(rows), 1)), np.ones((len(rows), 1))], axis=1)
+        self.model.refresh_batchnorm(torch.as_tensor(table, dtype=torch.float32, device=self.device), cumulative=True)
+
+    def recover(self, exc: Exception) -> str:
+        """Survive an out-of-memory error if possible; return why training must stop, or ''."""
+        if not (isinstance(exc, TrainingStopped) or is_out_of_memory(exc)):
+            raise exc
+        try:
+            if not isinstance(exc, TrainingStopped):
+                self.handle_out_of_memory()
+                return ""
+            raise exc
+        except TrainingStopped as stopped:
+            self.log("error", str(stopped))
+            return str(stopped)
+
+    def handle_out_of_memory(self) -> None:
+        raise TrainingStopped("out of memory with one episode at a time; free device memory or use a smaller device load")
+
+    # --- state for checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "learner": self.learner.state_dict(),
+            "counters": {"episodes": self.episodes, "env_steps": self.env_steps, "elapsed_s": self.elapsed_before,
+                         "train_s": self.train_s_before, "num_envs": self.num_envs},
+            "recent_log_returns": list(self.recent_log_returns), "rng": rng_state(), "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.learner.load_state_dict(state["learner"])
+        counters = state["counters"]
+        self.episodes, self.env_steps = counters["episodes"], counters["env_steps"]
+        self.elapsed_before, self.train_s_before = counters["elapsed_s"], counters["train_s"]
+        self.recent_log_returns.extend(state["recent_log_returns"])
+        self.history = list(state.get("history", []))
+        set_rng_state(state["rng"])
+
+    @property
+    def episode_length(self) -> int:
+        raise NotImplementedError
+
+    def collect(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run episodes without autograd: (observations (T, N, D), actions (T, N), rewards (T, N), final equity (N,))."""
+        raise NotImplementedError
+
+
+class OriginalTrainer(Trainer):
+    """The baseline: one `TradingEnv` episode at a time, one observation per forward pass."""
+
+    name = "original"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.env = TradingEnv(self.splits.train, self.env_config)
+        self.env.reset(seed=self.config.seed)
+
+    @property
+    def episode_length(self) -> int:
+        return min(self.config.episode_steps, len(self.splits.train) - 1)
+
+    @torch.no_grad()
+    def collect(self):
+        env, policy = self.env, self.learner.policy
+        observation, _ = env.reset()
+        observations, actions, rewards = [], [], []
+        done = False
+        with self.learner.autocast():
+            while not done:
+                logits = policy(torch.as_tensor(observation, device=self.device).unsqueeze(0))
+                action = int(sample_actions(logits))
+                next_observation, reward, terminated, truncated, _ = env.step(action)
+                observations.append(observation)
+                actions.append(action)
+                rewards.append(reward)
+                observation, done = next_observation, terminated or truncated
+        as_batch = lambda values, dtype: torch.as_tensor(np.asarray(values), dtype=dtype, device=self.device).unsqueeze(1)
+        final_equity = torch.tensor([env.equity], dtype=torch.float64)
+        return as_batch(observations, torch.float32), as_batch(actions, torch.long), as_batch(rewards, torch.float32), final_equity
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "env_rng": self.env.np_random.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.env.np_random.bit_generator.state = state["env_rng"]
+
+
+class OptimizedTrainer(Trainer):
+    """`num_envs` episodes at once, all on the device; buffers preallocated; optional CUDA graph."""
+
+    name = "optimized"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.use_cuda_graph = self.config.cuda_graphs and self.device.type == "cuda"
+        if self.config.cuda_graphs and not self.use_cuda_graph:
+            self.log("info", "CUDA graphs need a CUDA device; running the rollout without them")
+        self.build(self.config.num_envs)
+
+    @property
+    def episode_length(self) -> int:
+        return self.env.episode_length
+
+    def build(self, num_envs: int) -> None:
+        """(Re)create the environments and rollout buffers for `num_envs` episodes."""
+        self.num_envs = num_envs
+        self.env = VectorizedTradingEnv(self.splits.train, num_envs, self.env_config, self.device)
+        steps, width = self.env.episode_length, observation_size(self.splits.train)
+        # Observations are stored in the autocast dtype: the network casts them to it anyway.
+        storage = self.learner.amp_dtype or torch.float32
+        self.observations = torch.empty(steps, num_envs, width, dtype=storage, device=self.device)
+        self.actions = torch.empty(steps, num_envs, dtype=torch.long, device=self.device)
+        self.rewards = torch.empty(steps, num_envs, device=self.device)
+        self.graph = None
+
+    @torch.no_grad()
+    def rollout(self) -> torch.Tensor:
+        """Fill the buffers with one batch of episodes; returns the final equity (N,). No host syncs."""
+        env, policy = self.env, self.learner.policy
+        observation = env.reset()
+        with self.learner.autocast():
+            for step in range(env.episode_length):
+                actions = sample_actions(policy(observation))
+                self.observations[step].copy_(observation)
+                self.actions[step].copy_(actions)
+                observation, reward = env.step(actions)
+                self.rewards[step].copy_(reward)
+        return env.equity
+
+    def collect(self):
+        if self.use_cuda_graph:
+            final_equity = self.graph_rollout()
+        else:
+            final_equity = self.rollout()
+        return self.observations, self.actions, self.rewards, final_equity
+
+    def graph_rollout(self) -> torch.Tensor:
+        """Capture the whole rollout (reset + every step) once as a CUDA graph, then replay it."""
+        if self.graph is None:
+            try:
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(2):  # warm-up (and compilation) outside the capture
+                        self.rollout()
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self.graph_equity = self.rollout()
+                self.graph = graph
+                self.log("info", f"rollout captured as one CUDA graph ({self.env.episode_length} steps x {self.num_envs} episodes)")
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:
+                self.use_cuda_graph = False
+                self.log("warning", f"CUDA graph capture failed ({type(exc).__name__}: {str(exc)[:200]}); rollout without graphs")
+                return self.rollout()
+        self.graph.replay()
+        return self.graph_equity
+
+    def handle_out_of_memory(self) -> None:
+        """Halve num_envs (down to min_num_envs), record it, and go on."""
+        smaller = self.num_envs // 2
+        self.learner.macro_optimizer.zero_grad(set_to_none=True)
+        self.learner.micro_optimizer.zero_grad(set_to_none=True)
+        self.learner.pending_backwards = 0
+        self.observations = self.actions = self.rewards = self.graph = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if smaller < self.config.min_num_envs:
+            raise TrainingStopped(f"out of memory even at num_envs={self.num_envs} (the floor is {self.config.min_num_envs}); "
+                                  "use a smaller model load, a smaller update_minibatch, or another device")
+        self.log("warning", f"out of memory: num_envs halved from {self.num_envs} to {smaller}")
+        self.build(smaller)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if state["counters"]["num_envs"] != self.num_envs:
+            self.build(state["counters"]["num_envs"])
+
+
+def make_trainer(config: RunConfig, splits: MarketSplits, on_event=None, stop=None) -> Trainer:
+    trainer_class = {"original": OriginalTrainer, "optimized": OptimizedTrainer}[config.trainer]
+    return trainer_class(config, splits, on_event=on_event, stop=stop)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises torch.OutOfMemoryError; MPS raises a RuntimeError that says so."""
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA and MPS generators
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

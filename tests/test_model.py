@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from engine.model import AsymmetricPolicyNetwork, layer_counts, parameter_counts
+
+
+def test_layer_counts_follow_the_seed():
+    assert layer_counts(AsymmetricPolicyNetwork()) == {"macro": 37, "micro": 10, "head": 4}
+
+
+def test_parameter_count_about_83811():
+    total = parameter_counts(AsymmetricPolicyNetwork())["total"]
+    assert abs(total - 83_811) <= 0.05 * 83_811
+    model = AsymmetricPolicyNetwork()
+    assert total == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_has_batchnorm_after_hidden_layers():
+    norms = [m for m in AsymmetricPolicyNetwork().modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 36 + 9 + 3
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_forward_in_train_and_eval_mode(train_mode, batch):
+    torch.manual_seed(0)
+    model = AsymmetricPolicyNetwork().train(train_mode)
+    logits = model(torch.randn(batch, 86))
+    assert logits.shape == (batch, 3) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_skipping_macro_builds_no_graph_through_macronet():
+    model = AsymmetricPolicyNetwork().eval()
+    model(torch.randn(8, 86), update_macro=False).sum().backward()
+    assert all(p.grad is None for p in model.macro_net.parameters())
+    assert all(p.grad is not None for p in model.micro_parameters())
+
+
+def test_refresh_batchnorm_updates_statistics_not_weights():
+    model = AsymmetricPolicyNetwork().eval()
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    before = model.micro_net.layers[0][1].running_mean.clone()
+    model.refresh_batchnorm(torch.randn(256, 86) * 3 + 1, cumulative=True)
+    assert not torch.equal(before, model.micro_net.layers[0][1].running_mean)
+    assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in weights.items())
+    assert not model.training
