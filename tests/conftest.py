@@ -1,8 +1,12 @@
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from engine.synthetic import generate_candles
+
+os.environ["COLUMNS"] = "220"  # rich tables in captured output: wide enough not to truncate
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from asym_tui.cli import main
+from conftest import TINY_RUN
+
+
+def tiny_flags(tmp_path):
+    sets = [f"--set={k}={v}" for k, v in TINY_RUN.items() if k not in ("data", "max_episodes")]
+    return ["--data", TINY_RUN["data"], "--episodes", "16", "--out", str(tmp_path / "runs"), "--quiet", *sets]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "asym_tui.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--preset", "nope"], "unknown preset 'nope'"),
+    (["train", "--set", "colour=blue"], "unknown key 'colour'"),
+    (["train", "--set", "trainer=fast"], "trainer = 'fast' is not accepted; choose one of original, optimized"),
+    (["train", "--num-envs", "0"], "num_envs must be > 0"),
+    (["train", "--duration", "soon"], "duration 'soon'"),
+    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "--data", "missing.csv", "--episodes", "1"], "missing.csv: no such file"),
+    (["eval", "nowhere/checkpoint.pt"], "no checkpoint there"),
+    (["compare", "only-one"], "exactly two run folders"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_bad_preset_file_names_the_key(tmp_path):
+    preset = tmp_path / "mine.toml"
+    preset.write_text('num_envs = "many"\n')
+    result = run_cli("train", "--preset", str(preset))
+    assert result.returncode == 2 and "num_envs must be an integer" in result.stderr and "mine.toml" in result.stderr
+
+
+def test_train_then_eval_then_compare_folders(tmp_path, capsys):
+    assert main(["train", *tiny_flags(tmp_path), "--name", "first"]) == 0
+    assert main(["train", *tiny_flags(tmp_path), "--trainer", "original", "--name", "second"]) == 0
+    out = capsys.readouterr().out
+    assert "buy and hold" in out and "random" in out
+    run_dir = tmp_path / "runs" / "first"
+    assert main(["eval", str(run_dir / "checkpoint.pt"), "--split", "validation"]) == 0
+    assert "flat" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "runs" / "second"), str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "episodes/min" in out and "speedup" in out and "Sharpe (test)" in out
+
+
+def test_compare_trains_both_and_prints_the_table(tmp_path, capsys):
+    assert main(["compare", *tiny_flags(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for row in ("episodes/min", "CPU use", "peak memory", "final portfolio", "Sharpe (test)", "max drawdown", "speedup"):
+        assert row in out
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/summary.json")]
+    assert sorted(s["trainer"] for s in summaries) == ["optimized", "original"]
+    assert len({s["seed"] for s in summaries}) == 1 and len({s["data"] for s in summaries}) == 1
+
+
+def test_presets_list_and_show(capsys):
+    assert main(["presets", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("quick", "original", "optimized", "apple-m1", "apple-m2", "apple-m3", "cuda", "debug"):
+        assert name in out
+    assert main(["presets", "show", "cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "num_envs" in out and "37 Linear layers" in out and "83,782" in out
+
+
+def test_every_builtin_preset_is_valid():
+    from engine.config import load_config, preset_paths
+    for name in preset_paths():
+        load_config(name)
+
+
+def test_user_presets_are_saved_and_listed(tmp_path, monkeypatch):
+    from engine.config import load_config, preset_paths, save_user_preset
+    monkeypatch.setenv("ASYM_TUI_CONFIG_DIR", str(tmp_path))
+    save_user_preset("mine", load_config("quick", {"num_envs": 24}), "my settings")
+    assert "mine" in preset_paths()
+    assert load_config("mine").num_envs == 24

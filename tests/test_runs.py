@@ -1,0 +1,85 @@
+import json
+import threading
+
+import pandas as pd
+import pytest
+import torch
+
+from engine.runs import RUN_FILES, RunError, execute_run, list_runs, load_checkpoint, resume_config
+from engine.trainers import Progress
+
+
+def assert_valid_run_folder(run_dir, status):
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == status
+    for split in ("validation", "test"):
+        assert set(summary[split]) == {"agent", "buy_and_hold", "flat", "random"}
+    state = load_checkpoint(run_dir)
+    assert {"model", "learner", "counters", "rng"} <= set(state["trainer"])
+    equity = pd.read_csv(run_dir / "equity_test.csv")
+    assert {"timestamp", "close", "agent_equity", "buy_and_hold_equity", "agent_level"} <= set(equity.columns)
+    assert (equity["agent_equity"] > 0).all()
+    assert len(pd.read_csv(run_dir / "metrics.csv")) >= 1
+    assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave no temporaries
+    return summary, state
+
+
+def test_a_run_writes_every_file(tiny_config, tiny_splits):
+    outcome = execute_run(tiny_config(), splits=tiny_splits)
+    summary, state = assert_valid_run_folder(outcome.run_dir, "completed")
+    record = json.loads((outcome.run_dir / "config.json").read_text())
+    assert record["model"]["layers"] == {"macro": 37, "micro": 10, "head": 4}
+    assert record["config"]["num_envs"] == 8 and record["seed"] == 0 and record["device"]["type"] == "cpu"
+    assert summary["throughput"]["episodes"] == 48 and summary["throughput"]["episodes_per_min"] > 0
+    assert summary["final_portfolio"] > 0
+
+
+def test_stopped_run_leaves_a_valid_checkpoint_and_summary(tiny_config, tiny_splits):
+    stop = threading.Event()
+    outcome = execute_run(tiny_config(max_episodes=0, duration_s=60), splits=tiny_splits, stop=stop,
+                          on_event=lambda e: stop.set() if isinstance(e, Progress) and e.episodes >= 16 else None)
+    assert_valid_run_folder(outcome.run_dir, "stopped")
+    assert outcome.summary["throughput"]["episodes"] < 100
+
+
+@pytest.mark.parametrize("trainer", ["original", "optimized"])
+def test_resume_continues_counters_and_optimizer_state(tiny_config, tiny_splits, trainer):
+    first = execute_run(tiny_config(trainer=trainer, max_episodes=16), splits=tiny_splits)
+    before = load_checkpoint(first.run_dir)["trainer"]
+    adam_steps = before["learner"]["micro_optimizer"]["state"][0]["step"]
+    config = resume_config(first.run_dir, {"max_episodes": 32})
+    second = execute_run(config, resume_dir=first.run_dir, splits=tiny_splits)
+    after = load_checkpoint(second.run_dir)["trainer"]
+    assert second.run_dir == first.run_dir
+    assert after["counters"]["episodes"] == 32
+    assert after["learner"]["micro_updates"] > before["learner"]["micro_updates"]
+    assert after["learner"]["micro_optimizer"]["state"][0]["step"] > adam_steps
+    assert second.summary["throughput"]["episodes"] == 32
+    assert any("resumed" in event["text"] for event in second.summary["events"])
+
+
+def test_unwritable_output_folder_is_refused_before_training(tiny_config, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunError, match="not writable"):
+        execute_run(tiny_config(out_dir=str(blocker / "runs")))
+
+
+def test_truncated_or_foreign_checkpoint_is_refused(tmp_path, tiny_config, tiny_splits):
+    outcome = execute_run(tiny_config(max_episodes=8), splits=tiny_splits)
+    data = (outcome.run_dir / "checkpoint.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunError, match="corrupted or truncated"):
+        load_checkpoint(tmp_path / "truncated.pt")
+    torch.save({"format": 99, "version": "9.9.9"}, tmp_path / "future.pt")
+    with pytest.raises(RunError, match="version 9.9.9"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+def test_list_runs_finds_run_folders(tiny_config, tiny_splits):
+    outcome = execute_run(tiny_config(max_episodes=8, run_name="alpha"), splits=tiny_splits)
+    runs = list_runs(outcome.run_dir.parent)
+    assert [run["path"].name for run in runs] == ["alpha"]
+    assert runs[0]["summary"]["status"] == "completed"
