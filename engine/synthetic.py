@@ -7,10 +7,11 @@ What makes it realistic (checked in tests/test_synthetic.py):
 - intraday seasonality: volatility and volume peak in the US/EU overlap (about 14:00-16:00 UTC).
 
 What makes it learnable: a hidden Markov regime — bull, bear or range — with geometric durations
-(mean `regime_bars`, default 2 days). Bull and bear add a drift of +/- `drift` log-return per bar
-(default 0.00015, about 8 % of a bar's volatility), so trends persist for hundreds of bars and a
-momentum-following agent can beat buy-and-hold out of sample, net of fees. The predictable part is
-small per bar; the noise around it is large, as in real markets.
+(mean `regime_bars`, default 4 days). Bull and bear add a drift of +/- `drift` log-return per bar
+(default 0.0002, about 11 % of a bar's volatility), so trends persist for hundreds of bars: following
+the sign of the macro window's mean return beats buy-and-hold, net of fees, on the train, validation
+and test splits of seeds 1, 2 and 7 (the default). The predictable part is small per bar; the noise
+around it is large, as in real markets.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 
 BARS_PER_DAY = 288
 REGIME_DRIFT_SIGN = np.array([1.0, -1.0, 0.0])  # bull, bear, range
-SYNTHETIC_DEFAULTS = {"days": 120, "seed": 7, "drift": 0.00015, "regime_bars": 576, "volatility": 0.60, "start_price": 30_000.0}
+SYNTHETIC_DEFAULTS = {"days": 120, "seed": 7, "drift": 0.0002, "regime_bars": 1152, "volatility": 0.60, "start_price": 30_000.0}
 
 
 def parse_synthetic_options(source: str) -> dict:

@@ -52,3 +52,9 @@ def tiny_splits():
     from engine.runs import prepare_data
 
     return prepare_data(load_config(None, TINY_RUN))
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_presets(tmp_path, monkeypatch):
+    """User presets go to a fresh folder per test, so tests never see a developer's own presets."""
+    monkeypatch.setenv("ASYM_TUI_CONFIG_DIR", str(tmp_path / "config"))

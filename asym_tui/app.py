@@ -1,0 +1,314 @@
+"""The asym-tui application: pick a preset, train, watch, compare, browse history.
+
+Training runs in a thread worker that only posts messages; the screen redraws from a 4 Hz timer, so
+thousands of events per second never freeze it. The engine is reached through a runner object
+(`EngineRunner` by default; tests can pass a fake one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, RichLog, Select, Switch
+
+from asym_tui.screens import ComparisonScreen, ConfirmScreen, HistoryScreen, SavePresetScreen
+from asym_tui.widgets import ChartGrid, ControlPanel, KeyNumbers, Series
+from engine.config import ConfigError, RunConfig, load_config, preset_paths, save_user_preset
+from engine.data import DataError
+from engine.monitor import resolve_device
+from engine.runs import RunError
+from engine.trainers import LogMessage, Progress
+
+USER_ERRORS = (ConfigError, DataError, RunError)
+REDRAW_SECONDS = 0.25
+
+
+class EngineRunner:
+    """The real engine: one run, or original then optimized."""
+
+    def train(self, config: RunConfig, on_event: Callable, stop: threading.Event):
+        from engine.runs import execute_run
+
+        return (execute_run(config, on_event=on_event, stop=stop),)
+
+    def compare(self, config: RunConfig, on_event: Callable, stop: threading.Event):
+        from engine.compare import run_comparison
+
+        return tuple(outcome for outcome in run_comparison(config, on_event=on_event, stop=stop) if outcome)
+
+
+class EngineEvent(Message):
+    """A progress event or log message from the training thread."""
+
+    def __init__(self, event: Progress | LogMessage):
+        super().__init__()
+        self.event = event
+
+
+class RunFinished(Message):
+    def __init__(self, outcomes: tuple, error: str | None):
+        super().__init__()
+        self.outcomes, self.error = outcomes, error
+
+
+class AsymApp(App):
+    TITLE = "asym-tui"
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        Binding("s", "start", "Start", id="start"),
+        Binding("x", "stop", "Stop", id="stop"),
+        Binding("c", "compare", "Compare", id="compare"),
+        Binding("h", "history", "History", id="history"),
+        Binding("p", "save_preset", "Save preset", id="save_preset"),
+        Binding("1", "toggle('controls')", "Controls", id="toggle_controls", show=False),
+        Binding("2", "toggle('numbers')", "Numbers", id="toggle_numbers", show=False),
+        Binding("3", "toggle('charts')", "Charts", id="toggle_charts", show=False),
+        Binding("4", "toggle('log')", "Log", id="toggle_log", show=False),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self, data: str = "synthetic", preset: str = "quick", out_dir: str = "runs", runner=None, device: str = "auto"):
+        super().__init__()
+        self.data, self.initial_preset, self.out_dir = data, preset, out_dir
+        self.runner = runner or EngineRunner()
+        self.device, self.device_reason = resolve_device(device)
+        self.stop_event = threading.Event()
+        self.running = self.quitting = False
+        self.series: dict[str, Series] = {}
+        self.latest: Progress | None = None
+        self.last_config: RunConfig | None = None
+        self.dirty = False
+        self.finished: list = []
+
+    # --- layout --------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            yield ControlPanel(list(preset_paths()), self.device.type, id="controls")
+            with Vertical(id="main"):
+                yield KeyNumbers(id="numbers")
+                yield ChartGrid(id="charts")
+                yield RichLog(id="log", markup=True, wrap=True, max_lines=500)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.device.type} — {self.device_reason}"
+        presets = preset_paths()
+        select = self.query_one("#preset", Select)
+        select.value = self.initial_preset if self.initial_preset in presets else next(iter(presets))
+        self.fill_controls(str(select.value))
+        self.query_one(KeyNumbers).show(None)
+        self.query_one(ChartGrid).draw({}, "GPU" if self.device.type != "cpu" else "CPU")
+        self.log_line(f"Ready on [b]{self.device.type}[/b] ({self.device_reason}). Choose a preset and press [b]s[/b] to start, "
+                      "[b]c[/b] to compare original vs optimized, [b]h[/b] for history.")
+        self.set_interval(REDRAW_SECONDS, self.redraw)
+
+    # --- controls ------------------------------------------------------------------------------
+    @on(Select.Changed, "#preset")
+    def preset_chosen(self, event: Select.Changed) -> None:
+        if event.value is not Select.BLANK:
+            self.fill_controls(str(event.value))
+
+    def fill_controls(self, preset: str) -> None:
+        """A preset fills every control; the data source stays the app's unless the preset names one."""
+        try:
+            config = load_config(preset)
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.query_one("#trainer", Select).value = config.trainer
+        self.query_one("#amp", Switch).value = config.use_amp
+        self.query_one("#compile", Switch).value = config.compile_model
+        self.query_one("#num_envs", Input).value = str(config.num_envs)
+        self.query_one("#duration", Input).value = f"{config.duration_s:g}s"
+        self.query_one("#data", Input).value = config.data if config.data != "synthetic" else self.data
+
+    @on(Select.Changed, "#trainer")
+    def trainer_chosen(self, event: Select.Changed) -> None:
+        self.query_one("#num_envs", Input).disabled = event.value == "original"
+
+    def build_config(self, trainer: str | None = None) -> RunConfig | None:
+        """The run config from the controls, or None (with a notification saying what is wrong)."""
+        num_envs, duration = self.query_one("#num_envs", Input), self.query_one("#duration", Input)
+        for field in (num_envs, duration):
+            result = field.validate(field.value)
+            if result is not None and not result.is_valid:
+                self.notify("; ".join(result.failure_descriptions), title="Invalid setting", severity="error")
+                field.focus()
+                return None
+        chosen = trainer or str(self.query_one("#trainer", Select).value)
+        overrides = {
+            "trainer": "optimized" if chosen == "both" else chosen,
+            "use_amp": self.query_one("#amp", Switch).value,
+            "compile_model": self.query_one("#compile", Switch).value,
+            "num_envs": int(num_envs.value),
+            "duration_s": duration.value,
+            "data": self.query_one("#data", Input).value.strip() or "synthetic",
+            "out_dir": self.out_dir,
+        }
+        try:
+            from engine.config import parse_duration
+
+            overrides["duration_s"] = parse_duration(duration.value)
+            config = load_config(str(self.query_one("#preset", Select).value), overrides)
+            resolve_device(config.device)
+        except ConfigError as exc:
+            self.notify(str(exc), title="Invalid setting", severity="error")
+            return None
+        if config.min_num_envs > config.num_envs:
+            config = config.replace(min_num_envs=config.num_envs)
+        return config
+
+    @on(Button.Pressed, "#start")
+    def start_pressed(self) -> None:
+        self.action_start()
+
+    @on(Button.Pressed, "#stop")
+    def stop_pressed(self) -> None:
+        self.action_stop()
+
+    # --- actions -------------------------------------------------------------------------------
+    def action_start(self) -> None:
+        mode = str(self.query_one("#trainer", Select).value)
+        self.launch(compare=mode == "both")
+
+    def action_compare(self) -> None:
+        self.launch(compare=True)
+
+    def launch(self, compare: bool) -> None:
+        if self.running:
+            self.notify("A run is already in progress; stop it first", severity="warning")
+            return
+        config = self.build_config()
+        if config is None:
+            return
+        self.last_config = config
+        self.series, self.latest, self.finished = {}, None, []
+        self.stop_event = threading.Event()
+        self.set_running(True)
+        what = "original then optimized" if compare else config.trainer
+        self.log_line(f"Starting {what}: preset {config.preset}, {config.num_envs} envs, AMP {'on' if config.use_amp else 'off'}, "
+                      f"compile {'on' if config.compile_model else 'off'}, {config.duration_s:g} s, data {config.data}")
+        self.train_in_background(config, compare)
+
+    @work(thread=True, exclusive=True, group="training", exit_on_error=False)
+    def train_in_background(self, config: RunConfig, compare: bool) -> None:
+        """Runs in a thread: only posts messages, never touches widgets."""
+        post = lambda event: self.post_message(EngineEvent(event))
+        try:
+            run = self.runner.compare if compare else self.runner.train
+            self.post_message(RunFinished(run(config, post, self.stop_event), None))
+        except USER_ERRORS as exc:
+            self.post_message(RunFinished((), str(exc)))
+        except Exception as exc:  # the UI must survive any engine failure and say what it was
+            self.post_message(RunFinished((), f"{type(exc).__name__}: {exc}"))
+
+    def action_stop(self) -> None:
+        if self.running:
+            self.stop_event.set()
+            self.log_line("[yellow]Stopping after the current update; the checkpoint and summary will be written…[/]")
+
+    def action_history(self) -> None:
+        self.push_screen(HistoryScreen(self.out_dir))
+
+    def action_toggle(self, panel: str) -> None:
+        widget = self.query_one(f"#{panel}")
+        widget.display = not widget.display
+
+    def action_save_preset(self) -> None:
+        config = self.build_config()
+        if config is None:
+            return
+
+        def save(name: str | None) -> None:
+            if not name:
+                return
+            try:
+                path = save_user_preset(name, config, "saved from asym-tui")
+            except ConfigError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            select = self.query_one("#preset", Select)
+            select.set_options([(preset, preset) for preset in preset_paths()])
+            select.value = name
+            self.notify(f"Preset saved to {path}")
+
+        self.push_screen(SavePresetScreen(), save)
+
+    async def action_quit(self) -> None:
+        if not self.running:
+            self.exit()
+            return
+
+        def answered(stop: bool | None) -> None:
+            if stop:
+                self.quitting = True
+                self.action_stop()
+                self.notify("Stopping the run, saving, then quitting…")
+
+        self.push_screen(ConfirmScreen("A run is in progress. Stop it (its checkpoint and summary are saved) and quit?"), answered)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Start training", "Train with the current settings", self.action_start)
+        yield SystemCommand("Stop training", "Stop after the current update and save", self.action_stop)
+        yield SystemCommand("Compare trainers", "Original then optimized on the same data, seed and duration", self.action_compare)
+        yield SystemCommand("History", "Past runs: open one, compare two", self.action_history)
+        yield SystemCommand("Save preset", "Save the current settings as a user preset", self.action_save_preset)
+        for panel in ("controls", "numbers", "charts", "log"):
+            yield SystemCommand(f"Toggle {panel}", f"Show or hide the {panel} panel", lambda panel=panel: self.action_toggle(panel))
+
+    # --- events from the training thread ------------------------------------------------------
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if isinstance(event, LogMessage):
+            colour = {"warning": "yellow", "error": "red"}.get(event.level, "cyan")
+            self.log_line(f"[{colour}]{event.level}[/]: {event.text}")
+            return
+        self.series.setdefault(event.trainer, Series()).add(event)
+        self.latest = event
+        self.dirty = True
+
+    def on_run_finished(self, message: RunFinished) -> None:
+        self.set_running(False)
+        self.redraw()
+        if message.error:
+            self.notify(message.error, title="Run failed", severity="error", timeout=10)
+            self.log_line(f"[red]error[/]: {message.error}")
+        self.finished = list(message.outcomes)
+        for outcome in message.outcomes:
+            summary = outcome.summary
+            test = summary.get("test", {})
+            self.log_line(f"[b]{summary['trainer']}[/b] {summary['status']} ({summary['stop_reason']}): "
+                          f"{summary['throughput']['episodes_per_min']:,.0f} episodes/min, test Sharpe "
+                          f"{test.get('agent', {}).get('sharpe', float('nan')):.2f} vs buy-and-hold "
+                          f"{test.get('buy_and_hold', {}).get('sharpe', float('nan')):.2f} → {outcome.run_dir}")
+        if len(message.outcomes) == 2 and not self.quitting:
+            self.push_screen(ComparisonScreen(message.outcomes[0].summary, message.outcomes[1].summary))
+        if self.quitting:
+            self.exit()
+
+    # --- drawing -------------------------------------------------------------------------------
+    def redraw(self) -> None:
+        if not self.dirty:
+            return
+        self.dirty = False
+        initial = self.last_config.initial_equity if self.last_config else 10_000.0
+        self.query_one(KeyNumbers).show(self.latest, initial)
+        self.query_one(ChartGrid).draw(self.series, self.latest.device_label if self.latest else "CPU")
+
+    def set_running(self, running: bool) -> None:
+        self.running = running
+        self.query_one("#start", Button).disabled = running
+        self.query_one("#stop", Button).disabled = not running
+
+    def log_line(self, text: str) -> None:
+        self.query_one("#log", RichLog).write(text)
+
