@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, RichLog, Select, Switch
 
-from asym_tui.screens import ComparisonScreen, ConfirmScreen, HistoryScreen, SavePresetScreen
+from asym_tui.screens import ComparisonScreen, ConfirmScreen, DoctorScreen, HistoryScreen, SavePresetScreen
 from asym_tui.widgets import ChartGrid, ControlPanel, KeyNumbers, Series
 from engine.config import ConfigError, RunConfig, load_config, preset_paths, save_user_preset
 from engine.data import DataError
@@ -67,6 +67,7 @@ class AsymApp(App):
         Binding("c", "compare", "Compare", id="compare"),
         Binding("h", "history", "History", id="history"),
         Binding("p", "save_preset", "Save preset", id="save_preset"),
+        Binding("d", "doctor", "Doctor", id="doctor"),
         Binding("1", "toggle('controls')", "Controls", id="toggle_controls", show=False),
         Binding("2", "toggle('numbers')", "Numbers", id="toggle_numbers", show=False),
         Binding("3", "toggle('charts')", "Charts", id="toggle_charts", show=False),
@@ -99,7 +100,9 @@ class AsymApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = f"{self.device.type} — {self.device_reason}"
+        from engine.doctor import recommended_preset
+
+        self.sub_title = f"{self.device.type} — {self.device_reason} · recommended preset: {recommended_preset(self.device)} · d: doctor"
         presets = preset_paths()
         select = self.query_one("#preset", Select)
         select.value = self.initial_preset if self.initial_preset in presets else next(iter(presets))
@@ -218,6 +221,9 @@ class AsymApp(App):
     def action_history(self) -> None:
         self.push_screen(HistoryScreen(self.out_dir))
 
+    def action_doctor(self) -> None:
+        self.push_screen(DoctorScreen())
+
     def action_toggle(self, panel: str) -> None:
         widget = self.query_one(f"#{panel}")
         widget.display = not widget.display
@@ -262,6 +268,7 @@ class AsymApp(App):
         yield SystemCommand("Compare trainers", "Original then optimized on the same data, seed and duration", self.action_compare)
         yield SystemCommand("History", "Past runs: open one, compare two", self.action_history)
         yield SystemCommand("Save preset", "Save the current settings as a user preset", self.action_save_preset)
+        yield SystemCommand("Doctor", "What this machine can do: device, GPU, AMP, torch.compile, recommended preset", self.action_doctor)
         for panel in ("controls", "numbers", "charts", "log"):
             yield SystemCommand(f"Toggle {panel}", f"Show or hide the {panel} panel", lambda panel=panel: self.action_toggle(panel))
 

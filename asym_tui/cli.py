@@ -80,6 +80,26 @@ def build_parser() -> Parser:
     show.add_argument("name")
     show.set_defaults(handler=cmd_presets_show)
 
+    bench = commands.add_parser("bench", help="throughput of original vs optimized configurations, side by side")
+    bench.add_argument("--quick", action="store_true", help="a small matrix (under 30 s on a CPU)")
+    bench.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    bench.add_argument("--num-envs", type=int_list, help="comma-separated, e.g. 256,1024")
+    bench.add_argument("--amp", type=switch_list, help="on, off or on,off")
+    bench.add_argument("--compile", type=switch_list, help="on, off or on,off")
+    bench.add_argument("--cuda-graphs", type=switch_list, help="on, off or on,off (CUDA only)")
+    bench.add_argument("--episode-steps", type=int, default=500)
+    bench.add_argument("--iterations", type=int, default=2, help="measured iterations per configuration")
+    bench.add_argument("--warmup", type=int, default=2, help="warm-up iterations, timed separately (2 cover both MacroNet modes)")
+    bench.add_argument("--update-minibatch", type=int, help="samples per update chunk")
+    bench.add_argument("--data", default="synthetic")
+    bench.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout only)")
+    bench.set_defaults(handler=cmd_bench)
+
+    doctor = commands.add_parser("doctor", help="what this machine can do: device, GPU, AMP, torch.compile, preset")
+    doctor.add_argument("--no-probes", action="store_true", help="skip the AMP and compile probes")
+    doctor.add_argument("--json", action="store_true", help="print the facts as JSON")
+    doctor.set_defaults(handler=cmd_doctor)
+
     data = commands.add_parser("data", help="inspect and validate a data source")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     inspect = data_commands.add_parser("inspect", help="rows, time range, timeframe, gaps, features, splits")
@@ -88,6 +108,24 @@ def build_parser() -> Parser:
     inspect.add_argument("--micro-window", type=int, default=60)
     inspect.set_defaults(handler=cmd_data_inspect)
     return parser
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use comma-separated integers, e.g. 256,1024") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use positive integers")
+    return values
+
+
+def switch_list(text: str) -> list[bool]:
+    words = {"on": True, "off": False, "true": True, "false": False}
+    parts = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if not parts or any(part not in words for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: use on, off or on,off")
+    return [words[part] for part in parts]
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +246,85 @@ def cmd_eval(args) -> int:
                   f"{periods_per_year(bar_seconds):,.0f} periods/year")
     console.print(metrics_table({name: backtest.metrics for name, backtest in results.items()}, "Backtest (greedy agent vs baselines)"))
     return 0
+
+
+def cmd_bench(args) -> int:
+    import json
+
+    from engine.bench import bench_config, default_cases, run_bench
+    from engine.monitor import resolve_device
+    from engine.runs import prepare_data
+
+    base = bench_config(args.data, args.episode_steps, args.device, args.update_minibatch)
+    device, reason = resolve_device(base.device)
+    cases = default_cases(device, args.quick, args.num_envs, args.amp, args.compile, args.cuda_graphs)
+    json_only = args.json == "-"
+    console = Console(stderr=json_only)
+    console.print(f"[bold]asym-tui bench[/] on {device.type} ({reason}); torch {__import__('torch').__version__}; "
+                  f"{len(cases)} configurations, {args.episode_steps}-step episodes, warm-up excluded")
+    splits = prepare_data(base)
+    on_result = lambda r: console.print(f"  {r.case.label:<44} {r.episodes_per_min:>12,.0f} episodes/min {r.steps_per_s:>14,.0f} steps/s"
+                                        + (f"  [yellow]{r.error}[/]" if r.error else ""))
+    report = run_bench(cases, base, splits, args.warmup, 1 if args.quick else args.iterations, on_result=on_result)
+    console.print(bench_table(report))
+    if args.json:
+        text = json.dumps(report, indent=2)
+        if json_only:
+            print(text)
+        else:
+            from pathlib import Path
+
+            Path(args.json).write_text(text + "\n")
+            console.print(f"JSON written to {args.json}")
+    return 0
+
+
+def bench_table(report: dict) -> Table:
+    machine = report["machine"]
+    table = Table(title=f"Throughput on {machine.get('gpu', machine['processor'])} ({machine['device']}, torch {machine['torch']}, "
+                        f"{report['episode_steps']}-step episodes)")
+    for column in ("configuration", "episodes/min", "env-steps/s", "rollout s/it", "update s/it", "warm-up s",
+                   "peak host MB", "peak GPU MB", "× original"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    for row in report["results"]:
+        if row["error"] and not row["episodes_per_min"]:
+            table.add_row(row["label"], f"[red]failed: {row['error']}[/]", *[""] * 7)
+            continue
+        table.add_row(row["label"], f"{row['episodes_per_min']:,.0f}", f"{row['steps_per_s']:,.0f}", f"{row['rollout_s']:.3f}",
+                      f"{row['update_s']:.3f}", f"{row['warmup_s']:.1f}", f"{row['peak_host_mb']:,.0f}",
+                      "N/A" if row["peak_device_mb"] is None else f"{row['peak_device_mb']:,.0f}",
+                      "—" if row["ratio"] is None else f"{row['ratio']:,.1f}×")
+    return table
+
+
+def cmd_doctor(args) -> int:
+    import json
+
+    from engine.doctor import diagnose
+
+    facts = diagnose(probe=not args.no_probes)
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return 0
+    Console().print(doctor_table(facts))
+    return 0
+
+
+def doctor_table(facts: dict) -> Table:
+    table = Table(title="asym-tui doctor", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("torch", f"{facts['torch']} (Python {facts['python']}, {facts['platform']})")
+    table.add_row("device (auto)", f"[bold]{facts['device']}[/] — {facts['device_reason']}")
+    gpus = facts["gpu"]
+    table.add_row("GPU", "; ".join(f"{k}: {v}" for k, v in gpus.items()) if gpus else "none found through NVML")
+    table.add_row("CPU", facts["cpu"])
+    table.add_row("memory", facts["memory"])
+    for probe in facts["probes"]:
+        mark = "[green]works[/]" if probe["works"] else "[yellow]not available[/]"
+        table.add_row(probe["name"], f"{mark} — {probe['detail']}")
+    table.add_row("recommended preset", f"[bold cyan]{facts['recommended_preset']}[/]  (asym-tui train --preset {facts['recommended_preset']})")
+    return table
 
 
 def cmd_presets_list(args) -> int:

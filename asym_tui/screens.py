@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
@@ -210,3 +211,29 @@ class HistoryScreen(Screen):
         by_path = {run["path"]: run["summary"] for run in self.runs}
         first, second = (by_path.get(path, {}) for path in self.marked)
         self.app.push_screen(ComparisonScreen(first, second, f"{self.marked[0].name} vs {self.marked[1].name}"))
+
+
+class DoctorScreen(ModalScreen):
+    """The facts of `asym-tui doctor`, probed in a thread so the screen never waits."""
+
+    BINDINGS = [Binding("escape,q", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="wide"):
+            yield Label("This machine (asym-tui doctor)", classes="dialog-title")
+            yield Static("Probing AMP and torch.compile…", id="doctor-facts")
+            yield Button("Close", id="close")
+
+    def on_mount(self) -> None:
+        self.probe()
+
+    @work(thread=True, exit_on_error=False)
+    def probe(self) -> None:
+        from asym_tui.cli import doctor_table
+        from engine.doctor import diagnose
+
+        table = doctor_table(diagnose())
+        self.app.call_from_thread(self.query_one("#doctor-facts", Static).update, table)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss()

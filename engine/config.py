@@ -72,7 +72,7 @@ class RunConfig:
     num_envs: int = 64  # parallel episodes per rollout
     min_num_envs: int = 8  # floor when out-of-memory halves num_envs
     gradient_accumulation_steps: int = 1  # rollouts accumulated per optimizer step (effective batch = num_envs x this)
-    update_minibatch: int = 65_536  # samples per forward/backward chunk of the update (bounds memory)
+    update_minibatch: int = 16_384  # samples per forward/backward chunk of the update (bounds memory)
     use_amp: bool = False  # autocast: bfloat16 where supported; float16 + gradient scaler on CUDA if amp_dtype says so
     amp_dtype: str = "bfloat16"  # "bfloat16" or "float16" (CUDA only)
     compile_model: bool = False  # torch.compile the policy (falls back to eager, reported, on failure)

@@ -31,7 +31,7 @@ from engine.env import TradingEnv, VectorizedTradingEnv, observation_size
 from engine.evaluation import agent_backtest
 from engine.features import MarketSplits
 from engine.metrics import episode_sharpe
-from engine.model import AsymmetricPolicyNetwork, ModelShape
+from engine.model import AsymmetricPolicyNetwork, FoldedPolicy, ModelShape
 from engine.monitor import DeviceMonitor, resolve_device
 
 BATCHNORM_SAMPLE = 8192  # observations used to refresh BatchNorm statistics after each update
@@ -134,7 +134,7 @@ class FallbackPolicy:
     def __init__(self, model: AsymmetricPolicyNetwork, backend: str, report: Callable[[str], None]):
         self.model, self.report, self.compiled = model, report, None
         try:
-            self.compiled = torch.compile(model, backend=backend)
+            self.compiled = torch.compile(model, backend=backend, dynamic=False)
         except Exception as exc:
             report(f"torch.compile failed when wrapping the model ({type(exc).__name__}: {exc}); using eager")
 
@@ -164,7 +164,18 @@ class ReinforceLearner:
         self.micro_optimizer = torch.optim.Adam(model.micro_parameters(), lr=config.lr_micro)
         self.amp_dtype, use_scaler, self.amp_note = amp_settings(config, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-        self.policy = FallbackPolicy(model, config.compile_backend, lambda text: report("warning", text)) if config.compile_model else model
+        # The loss re-evaluates with the network itself; rollouts use the same function with BatchNorm folded in.
+        self.folded = FoldedPolicy(model)
+        self.policy, self.rollout_policy = model, self.folded
+        if config.compile_model:
+            reported: set[str] = set()
+
+            def warn(text: str) -> None:  # both policies fail the same way: say it once
+                if text not in reported:
+                    reported.add(text)
+                    report("warning", text)
+            self.policy = FallbackPolicy(model, config.compile_backend, warn)
+            self.rollout_policy = FallbackPolicy(self.folded, config.compile_backend, warn)
         self.micro_updates = self.macro_updates = 0
         self.nan_skips = self.scaler_skips = self.nan_streak = 0
         self.pending_backwards = 0  # rollouts accumulated since the last optimizer step
@@ -460,7 +471,8 @@ class OriginalTrainer(Trainer):
 
     @torch.no_grad()
     def collect(self):
-        env, policy = self.env, self.learner.policy
+        self.learner.folded.sync()
+        env, policy = self.env, self.learner.rollout_policy
         observation, _ = env.reset()
         observations, actions, rewards = [], [], []
         done = False
@@ -516,7 +528,7 @@ class OptimizedTrainer(Trainer):
     @torch.no_grad()
     def rollout(self) -> torch.Tensor:
         """Fill the buffers with one batch of episodes; returns the final equity (N,). No host syncs."""
-        env, policy = self.env, self.learner.policy
+        env, policy = self.env, self.learner.rollout_policy
         observation = env.reset()
         with self.learner.autocast():
             for step in range(env.episode_length):
@@ -528,6 +540,7 @@ class OptimizedTrainer(Trainer):
         return env.equity
 
     def collect(self):
+        self.learner.folded.sync()  # in place, outside any CUDA graph: the graph reads these weights
         if self.use_cuda_graph:
             final_equity = self.graph_rollout()
         else:

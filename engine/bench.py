@@ -1,0 +1,172 @@
+"""`asym-tui bench`: warmed-up throughput of each trainer configuration, measured side by side in one run.
+
+Every configuration trains the same network on the same data with the same episode length. Warm-up
+iterations (compilation, CUDA graph capture, allocator growth) run first and are timed separately;
+then whole iterations (rollout + update) are timed with the device synchronised at each boundary.
+Ratios are taken against the original trainer measured in the same run, on the same device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import platform
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from engine.config import RunConfig, load_config
+from engine.features import MarketSplits
+from engine.monitor import resolve_device
+from engine.trainers import make_trainer
+
+
+@dataclass
+class BenchCase:
+    trainer: str
+    num_envs: int = 1
+    use_amp: bool = False
+    compile_model: bool = False
+    cuda_graphs: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.trainer == "original":
+            return "original"
+        flags = [f"{self.num_envs} envs", "AMP" if self.use_amp else "fp32"]
+        flags += ["compile"] if self.compile_model else []
+        flags += ["CUDA graphs"] if self.cuda_graphs else []
+        return "optimized " + ", ".join(flags)
+
+
+@dataclass
+class BenchResult:
+    case: BenchCase
+    episodes_per_min: float = 0.0
+    steps_per_s: float = 0.0
+    rollout_s: float = 0.0  # per iteration
+    update_s: float = 0.0  # per iteration
+    warmup_s: float = 0.0
+    iterations: int = 0
+    peak_host_mb: float = 0.0
+    peak_device_mb: float | None = None
+    ratio: float | None = None  # episodes/min over the original trainer's, same run
+    error: str = ""
+
+    def row(self) -> dict:
+        return {"label": self.case.label, **dataclasses.asdict(self.case), **{k: v for k, v in dataclasses.asdict(self).items() if k != "case"}}
+
+
+def default_cases(device: torch.device, quick: bool, num_envs: list[int] | None = None, amp: list[bool] | None = None,
+                  compile_model: list[bool] | None = None, cuda_graphs: list[bool] | None = None) -> list[BenchCase]:
+    """The matrix: the original trainer, then optimized over num_envs x AMP x compile (x CUDA graphs on CUDA)."""
+    cuda = device.type == "cuda"
+    if num_envs is None:
+        num_envs = ([4096] if quick else [1024, 4096, 16384]) if cuda else ([256] if quick else [256, 1024])
+    if amp is None:
+        amp = [cuda] if quick else [False, True]
+    compile_model = compile_model or [False]
+    cuda_graphs = (cuda_graphs or ([True] if quick else [False, True])) if cuda else [False]
+    cases = [BenchCase("original")]
+    for envs, use_amp, compiled, graphs in itertools.product(num_envs, amp, compile_model, cuda_graphs):
+        cases.append(BenchCase("optimized", envs, use_amp, compiled, graphs))
+    return cases
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def measure(case: BenchCase, base: RunConfig, splits: MarketSplits, warmup: int, iterations: int, min_seconds: float) -> BenchResult:
+    config = dataclasses.replace(base, trainer=case.trainer, num_envs=max(case.num_envs, base.min_num_envs) if case.trainer == "optimized" else base.num_envs,
+                                 use_amp=case.use_amp, compile_model=case.compile_model, cuda_graphs=case.cuda_graphs)
+    result = BenchResult(case)
+    try:
+        trainer = make_trainer(config, splits)
+        device = trainer.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        def iteration() -> tuple[float, float]:
+            started = time.perf_counter()
+            observations, actions, rewards, _ = trainer.collect()
+            synchronize(device)
+            collected = time.perf_counter()
+            trainer.learner.learn(observations, actions, rewards)
+            synchronize(device)
+            return collected - started, time.perf_counter() - collected
+
+        started = time.perf_counter()
+        for _ in range(warmup):
+            iteration()
+        result.warmup_s = time.perf_counter() - started
+        episodes = steps = 0
+        while result.iterations < iterations or result.rollout_s + result.update_s < min_seconds:
+            rollout, update = iteration()
+            result.rollout_s += rollout
+            result.update_s += update
+            result.iterations += 1
+            batch = trainer.num_envs
+            episodes += batch
+            steps += batch * trainer.episode_length
+        total = result.rollout_s + result.update_s
+        result.episodes_per_min = 60 * episodes / total
+        result.steps_per_s = steps / total
+        result.rollout_s /= result.iterations
+        result.update_s /= result.iterations
+        result.peak_device_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        fallbacks = [m.text for m in trainer.messages if m.level in ("warning", "error")]
+        if fallbacks:
+            result.error = "; ".join(fallbacks)[:300]
+    except Exception as exc:  # one failing configuration must not hide the others
+        result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    finally:
+        result.peak_host_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return result
+
+
+def run_bench(cases: list[BenchCase], base: RunConfig, splits: MarketSplits, warmup: int = 2, iterations: int = 2,
+              min_seconds: float = 0.0, original_episodes: int = 3, on_result: Callable[[BenchResult], None] | None = None) -> dict:
+    """Measure every case; the original trainer first, as every ratio's denominator."""
+    results = []
+    for case in cases:
+        is_original = case.trainer == "original"
+        result = measure(case, base, splits, 1 if is_original else warmup, original_episodes if is_original else iterations, min_seconds)
+        results.append(result)
+        if on_result:
+            on_result(result)
+    original = next((r for r in results if r.case.trainer == "original" and not r.error and r.episodes_per_min), None)
+    for result in results:
+        if original and result.episodes_per_min:
+            result.ratio = result.episodes_per_min / original.episodes_per_min
+    device, _ = resolve_device(base.device)
+    return {
+        "machine": machine_facts(device), "episode_steps": base.episode_steps, "data": base.data,
+        "warmup_iterations": warmup, "measured_iterations": iterations, "results": [r.row() for r in results],
+    }
+
+
+def machine_facts(device: torch.device) -> dict:
+    facts = {"device": device.type, "torch": torch.__version__, "python": platform.python_version(),
+             "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+             "cpu_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+def bench_config(data: str, episode_steps: int, device: str, update_minibatch: int | None = None) -> RunConfig:
+    """The shared config of every case; on CUDA the `cuda` preset's update minibatch."""
+    resolved, _ = resolve_device(device)
+    overrides = {"data": data, "episode_steps": episode_steps, "device": device, "duration_s": 0, "max_episodes": 0,
+                 "eval_every_s": 0, "min_num_envs": 1,
+                 "update_minibatch": update_minibatch or load_config("cuda" if resolved.type == "cuda" else None).update_minibatch}
+    return load_config(None, overrides)

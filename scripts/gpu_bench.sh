@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# How the GPU figures in docs/benchmarks.md were made: run from the repository root on a CUDA machine.
+# Writes JSON and logs to $OUT (default: bench-out/).
+set -u
+out=${OUT:-bench-out}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
+# 1. eager vs CUDA graphs, bf16 AMP, two batch sizes (the original trainer is measured first in each run)
+python3 -m asym_tui.cli bench --device cuda --num-envs 4096,16384 --amp on --cuda-graphs off,on --iterations 3 --json "$out/bench_amp.json"
+# 2. float32 for reference
+python3 -m asym_tui.cli bench --device cuda --num-envs 16384 --amp off --cuda-graphs on --iterations 3 --json "$out/bench_fp32.json"
+# 3. torch.compile on top (compilation is warm-up, reported separately)
+python3 -m asym_tui.cli bench --device cuda --num-envs 16384 --amp on --compile on --cuda-graphs on --iterations 3 --json "$out/bench_compile.json"
