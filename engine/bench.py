@@ -65,7 +65,7 @@ def default_cases(device: torch.device, quick: bool, num_envs: list[int] | None 
     """The matrix: the original trainer, then optimized over num_envs x AMP x compile (x CUDA graphs on CUDA)."""
     cuda = device.type == "cuda"
     if num_envs is None:
-        num_envs = ([4096] if quick else [1024, 4096, 16384]) if cuda else ([256] if quick else [256, 1024])
+        num_envs = ([4096] if quick else [1024, 4096, 16384]) if cuda else ([256] if quick else [256, 1024, 4096])
     if amp is None:
         amp = [cuda] if quick else [False, True]
     compile_model = compile_model or [False]
@@ -95,10 +95,10 @@ def measure(case: BenchCase, base: RunConfig, splits: MarketSplits, warmup: int,
 
         def iteration() -> tuple[float, float]:
             started = time.perf_counter()
-            observations, actions, rewards, _ = trainer.collect()
+            rollout = trainer.collect()
             synchronize(device)
             collected = time.perf_counter()
-            trainer.learner.learn(observations, actions, rewards)
+            trainer.learner.learn(rollout)
             synchronize(device)
             return collected - started, time.perf_counter() - collected
 

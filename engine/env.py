@@ -147,11 +147,20 @@ class VectorizedTradingEnv:
         return self.observation()
 
     def observation(self) -> torch.Tensor:
-        rows = self.table.index_select(0, self.start + self.steps)
-        return torch.cat([rows, self.level.unsqueeze(1), self.equity.unsqueeze(1)], dim=1)
+        features = self.table.index_select(0, self.rows())
+        return torch.cat([features, self.level.unsqueeze(1), self.equity.unsqueeze(1)], dim=1)
+
+    def rows(self) -> torch.Tensor:
+        """The bar (row of the split) each episode is at now."""
+        return self.start + self.steps
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply actions (N,) and return (next observation, reward); all episodes end together."""
+        reward = self.advance(actions)
+        return self.observation(), reward
+
+    def advance(self, actions: torch.Tensor) -> torch.Tensor:
+        """Apply actions (N,) and return the reward, without building the next observation."""
         config = self.config
         delta = (actions == BUY).float() - (actions == SELL).float()
         new_level = (self.level + delta).clamp(config.min_level, 1.0)
@@ -170,7 +179,7 @@ class VectorizedTradingEnv:
         self.level = torch.where(self.alive, new_level, self.level)
         self.alive = self.alive & (self.equity > RUIN_EQUITY)
         self.steps += 1
-        return self.observation(), reward
+        return reward
 
     @property
     def done(self) -> bool:

@@ -218,7 +218,7 @@ def run_record(config: RunConfig, trainer: Trainer) -> dict:
         "model": {"layers": layer_counts(trainer.model), "parameters": parameter_counts(trainer.model),
                   "shape": dataclasses.asdict(trainer.model.shape)},
         "amp": trainer.learner.amp_note,
-        "compiled": bool(getattr(trainer.learner.policy, "is_compiled", False)),
+        "compiled": trainer.learner.is_compiled,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -9,6 +9,12 @@ Rollouts run without autograd; the loss re-evaluates the stored observations in 
 The network stays in eval mode for both, so the policy that sampled an action is exactly the policy
 whose log-probability is differentiated; BatchNorm statistics are refreshed after each optimizer step
 (see engine/model.py).
+
+MacroNet and MicroNet see only the bar's features, never the position, and many parallel episodes
+visit the same bars. So a rollout stores each step's bar row and position state, not the full
+observation, and both the optimized rollout and the loss run MacroNet + MicroNet once per distinct
+bar, then gather: the same function and the same gradient (index_select's backward sums over the
+episodes that shared a bar), at a fraction of the cost. Only the small decision head runs per step.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from engine.config import RunConfig
-from engine.env import TradingEnv, VectorizedTradingEnv, observation_size
+from engine.env import TradingEnv, VectorizedTradingEnv
 from engine.evaluation import agent_backtest
 from engine.features import MarketSplits
 from engine.metrics import episode_sharpe
@@ -91,6 +98,16 @@ class Progress:
 Event = Progress | LogMessage
 
 
+class Rollout(NamedTuple):
+    """One batch of episodes, step-major: T steps of N episodes."""
+
+    rows: torch.Tensor  # (T, N) long: the bar (row of the train split) each decision was made at
+    states: torch.Tensor  # (T, N, 2): exposure level and equity ratio at each decision
+    actions: torch.Tensor  # (T, N) long
+    rewards: torch.Tensor  # (T, N)
+    final_equity: torch.Tensor  # (N,) equity at the end, as a multiple of the start
+
+
 def discounted_returns(rewards: torch.Tensor, gamma: float, chunk: int = 128) -> torch.Tensor:
     """G_t = r_t + gamma G_{t+1} along dim 0, in O(T): a reverse cumulative sum per chunk of steps
     (powers of gamma stay well inside float32 range) with the next chunk's return carried in."""
@@ -129,12 +146,12 @@ def amp_settings(config: RunConfig, device: torch.device) -> tuple[torch.dtype |
 
 
 class FallbackPolicy:
-    """The compiled policy while it works; on any failure, eager for the rest of the run (reported once)."""
+    """A compiled module while it works; on any failure, eager for the rest of the run (reported once)."""
 
-    def __init__(self, model: AsymmetricPolicyNetwork, backend: str, report: Callable[[str], None]):
-        self.model, self.report, self.compiled = model, report, None
+    def __init__(self, module: torch.nn.Module, backend: str, report: Callable[[str], None], dynamic: bool = False):
+        self.module, self.report, self.compiled = module, report, None
         try:
-            self.compiled = torch.compile(model, backend=backend, dynamic=False)
+            self.compiled = torch.compile(module, backend=backend, dynamic=dynamic)
         except Exception as exc:
             report(f"torch.compile failed when wrapping the model ({type(exc).__name__}: {exc}); using eager")
 
@@ -142,85 +159,113 @@ class FallbackPolicy:
     def is_compiled(self) -> bool:
         return self.compiled is not None
 
-    def __call__(self, observation: torch.Tensor, update_macro: bool = True) -> torch.Tensor:
+    def __call__(self, *args) -> torch.Tensor:
         if self.compiled is not None:
             try:
-                return self.compiled(observation, update_macro)
+                return self.compiled(*args)
             except torch.OutOfMemoryError:
                 raise
             except Exception as exc:
                 self.compiled = None
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 self.report(f"torch.compile failed ({type(exc).__name__}: {reason[:200]}); eager for the rest of the run")
-        return self.model(observation, update_macro)
+        return self.module(*args)
+
+
+class BarEmbedding(torch.nn.Module):
+    """The position-independent part of a policy network (MacroNet + MicroNet), as a module to compile."""
+
+    def __init__(self, network: AsymmetricPolicyNetwork):
+        super().__init__()
+        self.network = network
+
+    def forward(self, features: torch.Tensor, update_macro: bool = True) -> torch.Tensor:
+        return self.network.embed(features, update_macro)
 
 
 class ReinforceLearner:
     """REINFORCE with normalized discounted returns, two Adam optimizers and the asymmetric schedule."""
 
-    def __init__(self, model: AsymmetricPolicyNetwork, config: RunConfig, device: torch.device, report: Callable[[str, str], None]):
+    def __init__(self, model: AsymmetricPolicyNetwork, config: RunConfig, table: torch.Tensor, report: Callable[[str, str], None]):
+        device = table.device
         self.model, self.config, self.device, self.report = model, config, device, report
         self.macro_optimizer = torch.optim.Adam(model.macro_net.parameters(), lr=config.lr_macro)
         self.micro_optimizer = torch.optim.Adam(model.micro_parameters(), lr=config.lr_micro)
         self.amp_dtype, use_scaler, self.amp_note = amp_settings(config, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.table = table  # (rows, features) of the train split, on the device
         # The loss re-evaluates with the network itself; rollouts use the same function with BatchNorm folded in.
         self.folded = FoldedPolicy(model)
-        self.policy, self.rollout_policy = model, self.folded
+        self.embed, self.head = BarEmbedding(model), model.head
+        self.rollout_policy, self.rollout_embed, self.rollout_head = self.folded, BarEmbedding(self.folded.folded), self.folded.folded.head
         if config.compile_model:
             reported: set[str] = set()
 
-            def warn(text: str) -> None:  # both policies fail the same way: say it once
+            def warn(text: str) -> None:  # every compiled part fails the same way: say it once
                 if text not in reported:
                     reported.add(text)
                     report("warning", text)
-            self.policy = FallbackPolicy(model, config.compile_backend, warn)
-            self.rollout_policy = FallbackPolicy(self.folded, config.compile_backend, warn)
+            compiled = lambda module, dynamic=False: FallbackPolicy(module, config.compile_backend, warn, dynamic)
+            # The number of distinct bars in a rollout varies: the loss's embedding gets a dynamic batch size.
+            self.embed, self.head = compiled(self.embed, dynamic=True), compiled(self.head)
+            self.rollout_policy, self.rollout_embed, self.rollout_head = map(compiled, (self.folded, self.rollout_embed, self.rollout_head))
         self.micro_updates = self.macro_updates = 0
         self.nan_skips = self.scaler_skips = self.nan_streak = 0
         self.pending_backwards = 0  # rollouts accumulated since the last optimizer step
         self.update_macro = True
         self.last_loss = torch.zeros((), device=device)
 
+    @property
+    def is_compiled(self) -> bool:
+        return getattr(self.embed, "is_compiled", False)
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def learn(self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor) -> bool:
-        """Backward one rollout (T, N, ...); step the optimizers once every `gradient_accumulation_steps`
-        rollouts. Advantages are discounted returns normalized over the rollout. True when a step happened."""
-        returns = discounted_returns(rewards, self.config.gamma)
+    def learn(self, rollout: Rollout) -> bool:
+        """Backward one rollout; step the optimizers once every `gradient_accumulation_steps` rollouts.
+        Advantages are discounted returns normalized over the rollout. True when a step happened."""
+        returns = discounted_returns(rollout.rewards, self.config.gamma)
         advantages = (returns - returns.mean()) / (returns.std() + 1e-8)
-        flat_observations = observations.reshape(-1, observations.shape[-1])
-        self.accumulate(flat_observations, actions.reshape(-1), advantages.reshape(-1))
+        rows, states = rollout.rows.reshape(-1), rollout.states.reshape(-1, rollout.states.shape[-1])
+        self.accumulate(rows, states, rollout.actions.reshape(-1), advantages.reshape(-1))
         if self.pending_backwards < self.config.gradient_accumulation_steps:
             return False
-        self.step(flat_observations)
+        self.step(rows, states)
         return True
 
-    def accumulate(self, observations: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor) -> None:
-        """Add this batch's policy gradient, weighted 1 / gradient_accumulation_steps, to the .grad buffers."""
+    def accumulate(self, rows: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor) -> None:
+        """Add this batch's policy gradient, weighted 1 / gradient_accumulation_steps, to the .grad buffers.
+
+        MacroNet + MicroNet run once per distinct bar; the head runs per sample in chunks whose
+        gradients flow into the shared bar embeddings, which are then back-propagated once."""
         config = self.config
         if self.pending_backwards == 0:
             self.update_macro = self.micro_updates % config.macro_every == 0
+        bars, sample_bar = torch.unique(rows, return_inverse=True)
+        with self.autocast():
+            embedding = self.embed(self.table.index_select(0, bars), self.update_macro)
+        shared = embedding.detach().requires_grad_()
         samples = actions.shape[0]
         scale = 1.0 / (samples * config.gradient_accumulation_steps)
         total_loss = torch.zeros((), device=self.device)
         for start in range(0, samples, config.update_minibatch):
             chunk = slice(start, start + config.update_minibatch)
             with self.autocast():
-                logits = self.policy(observations[chunk], self.update_macro)
+                logits = self.head(torch.cat([shared.index_select(0, sample_bar[chunk]), states[chunk].to(shared.dtype)], dim=1))
             log_probs = F.log_softmax(logits.float(), dim=1)
             chosen = log_probs.gather(1, actions[chunk].unsqueeze(1)).squeeze(1)
             entropy = -(log_probs.exp() * log_probs).sum(1)
             loss = -(chosen * advantages[chunk]).sum() - config.entropy_coef * entropy.sum()
             self.scaler.scale(loss * scale).backward()
             total_loss += loss.detach() / samples
+        embedding.backward(shared.grad)  # into MicroNet (and MacroNet on its updates), once per bar
         self.last_loss = total_loss
         self.pending_backwards += 1
 
-    def step(self, observations: torch.Tensor) -> None:
+    def step(self, rows: torch.Tensor, states: torch.Tensor) -> None:
         """Clip, step the optimizers the schedule allows, count, refresh BatchNorm statistics."""
         optimizers = [self.micro_optimizer] + ([self.macro_optimizer] if self.update_macro else [])
         parameters = self.model.micro_parameters() + (list(self.model.macro_net.parameters()) if self.update_macro else [])
@@ -244,8 +289,9 @@ class ReinforceLearner:
         self.nan_streak = 0
         self.micro_updates += 1
         self.macro_updates += int(self.update_macro)
-        sample = observations[torch.randperm(observations.shape[0], device=observations.device)[:BATCHNORM_SAMPLE]]
-        self.model.refresh_batchnorm(sample.float())
+        sample = torch.randperm(rows.shape[0], device=rows.device)[:BATCHNORM_SAMPLE]
+        observations = torch.cat([self.table.index_select(0, rows[sample]), states[sample].float()], dim=1)
+        self.model.refresh_batchnorm(observations)
 
     def _skip_non_finite(self) -> None:
         self.nan_skips += 1
@@ -300,7 +346,9 @@ class Trainer:
         self.episodes = self.env_steps = 0
         self.rollout_s = self.update_s = self.train_s_before = self.elapsed_before = self.session_elapsed = 0.0
         self.session_episodes = self.session_steps = 0
-        self.learner = ReinforceLearner(self.model, config, self.device, self.log)
+        train = splits.train
+        table = torch.as_tensor(np.concatenate([train.macro, train.micro], axis=1), dtype=torch.float32, device=self.device)
+        self.learner = ReinforceLearner(self.model, config, table, self.log)
         self.monitor = DeviceMonitor(self.device)
         self.env_config = config.env_config()
         self.num_envs = 1
@@ -345,16 +393,16 @@ class Trainer:
         config = self.config
         started = time.perf_counter()
         self.session_elapsed = 0.0
-        compiled = getattr(self.learner.policy, "is_compiled", False)
+        compiled = self.learner.is_compiled
         self.progress("compiling" if compiled else "training", started)
         last_report = last_eval = time.perf_counter()
         status, reason = "completed", ""
         while not (reason := self.stop_reason(started)):
             try:
                 t0 = time.perf_counter()
-                observations, actions, rewards, final_equity = self.collect()
+                rollout = self.collect()
                 t1 = time.perf_counter()
-                self.learner.learn(observations, actions, rewards)
+                self.learner.learn(rollout)
                 t2 = time.perf_counter()
             except (RuntimeError, TrainingStopped) as exc:  # torch.OutOfMemoryError is a RuntimeError
                 failure = self.recover(exc)
@@ -364,12 +412,12 @@ class Trainer:
                 continue
             self.rollout_s += t1 - t0
             self.update_s += t2 - t1
-            batch = actions.shape[1]
+            steps, batch = rollout.actions.shape
             self.episodes += batch
             self.session_episodes += batch
-            self.env_steps += batch * actions.shape[0]
-            self.session_steps += batch * actions.shape[0]
-            log_returns = final_equity.double().clamp(min=1e-12).log().cpu().numpy()
+            self.env_steps += batch * steps
+            self.session_steps += batch * steps
+            log_returns = rollout.final_equity.double().clamp(min=1e-12).log().cpu().numpy()
             self.recent_log_returns.extend(log_returns.tolist())
             now = time.perf_counter()
             self.session_elapsed = now - started
@@ -379,8 +427,8 @@ class Trainer:
                     checkpoint()
                 last_eval = now = time.perf_counter()
             if now - last_report >= config.progress_every_s:
-                equity = final_equity.double()
-                self.progress("training", started, float(self.learner.last_loss), float(rewards.float().mean()),
+                equity = rollout.final_equity.double()
+                self.progress("training", started, float(self.learner.last_loss), float(rollout.rewards.float().mean()),
                               float(equity.mean() - 1), config.initial_equity * float(equity.mean()))
                 last_report = now
         self.elapsed_before += time.perf_counter() - started
@@ -450,8 +498,8 @@ class Trainer:
     def episode_length(self) -> int:
         raise NotImplementedError
 
-    def collect(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run episodes without autograd: (observations (T, N, D), actions (T, N), rewards (T, N), final equity (N,))."""
+    def collect(self) -> Rollout:
+        """Run one batch of episodes without autograd."""
         raise NotImplementedError
 
 
@@ -470,24 +518,25 @@ class OriginalTrainer(Trainer):
         return min(self.config.episode_steps, len(self.splits.train) - 1)
 
     @torch.no_grad()
-    def collect(self):
+    def collect(self) -> Rollout:
         self.learner.folded.sync()
         env, policy = self.env, self.learner.rollout_policy
         observation, _ = env.reset()
-        observations, actions, rewards = [], [], []
+        rows, states, actions, rewards = [], [], [], []
         done = False
         with self.learner.autocast():
             while not done:
                 logits = policy(torch.as_tensor(observation, device=self.device).unsqueeze(0))
                 action = int(sample_actions(logits))
+                rows.append(env.row)
+                states.append(observation[-2:])
                 next_observation, reward, terminated, truncated, _ = env.step(action)
-                observations.append(observation)
                 actions.append(action)
                 rewards.append(reward)
                 observation, done = next_observation, terminated or truncated
         as_batch = lambda values, dtype: torch.as_tensor(np.asarray(values), dtype=dtype, device=self.device).unsqueeze(1)
-        final_equity = torch.tensor([env.equity], dtype=torch.float64)
-        return as_batch(observations, torch.float32), as_batch(actions, torch.long), as_batch(rewards, torch.float32), final_equity
+        return Rollout(as_batch(rows, torch.long), as_batch(states, torch.float32), as_batch(actions, torch.long),
+                       as_batch(rewards, torch.float32), torch.tensor([env.equity], dtype=torch.float64))
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "env_rng": self.env.np_random.bit_generator.state}
@@ -517,35 +566,36 @@ class OptimizedTrainer(Trainer):
         """(Re)create the environments and rollout buffers for `num_envs` episodes."""
         self.num_envs = num_envs
         self.env = VectorizedTradingEnv(self.splits.train, num_envs, self.env_config, self.device)
-        steps, width = self.env.episode_length, observation_size(self.splits.train)
-        # Observations are stored in the autocast dtype: the network casts them to it anyway.
-        storage = self.learner.amp_dtype or torch.float32
-        self.observations = torch.empty(steps, num_envs, width, dtype=storage, device=self.device)
+        steps = self.env.episode_length
+        self.rows = torch.empty(steps, num_envs, dtype=torch.long, device=self.device)
+        self.states = torch.empty(steps, num_envs, 2, device=self.device)
         self.actions = torch.empty(steps, num_envs, dtype=torch.long, device=self.device)
         self.rewards = torch.empty(steps, num_envs, device=self.device)
         self.graph = None
 
     @torch.no_grad()
     def rollout(self) -> torch.Tensor:
-        """Fill the buffers with one batch of episodes; returns the final equity (N,). No host syncs."""
-        env, policy = self.env, self.learner.rollout_policy
-        observation = env.reset()
-        with self.learner.autocast():
+        """Fill the buffers with one batch of episodes; returns the final equity (N,). No host syncs.
+        Every train bar is embedded once; each step gathers its bars' embeddings and runs the head."""
+        env, learner = self.env, self.learner
+        with learner.autocast():
+            embedding = learner.rollout_embed(learner.table)
+            env.reset()
             for step in range(env.episode_length):
-                actions = sample_actions(policy(observation))
-                self.observations[step].copy_(observation)
+                rows = env.rows()
+                state = torch.stack([env.level, env.equity], dim=1)
+                logits = learner.rollout_head(torch.cat([embedding.index_select(0, rows), state.to(embedding.dtype)], dim=1))
+                actions = sample_actions(logits)
+                self.rows[step].copy_(rows)
+                self.states[step].copy_(state)
                 self.actions[step].copy_(actions)
-                observation, reward = env.step(actions)
-                self.rewards[step].copy_(reward)
+                self.rewards[step].copy_(env.advance(actions))
         return env.equity
 
-    def collect(self):
+    def collect(self) -> Rollout:
         self.learner.folded.sync()  # in place, outside any CUDA graph: the graph reads these weights
-        if self.use_cuda_graph:
-            final_equity = self.graph_rollout()
-        else:
-            final_equity = self.rollout()
-        return self.observations, self.actions, self.rewards, final_equity
+        final_equity = self.graph_rollout() if self.use_cuda_graph else self.rollout()
+        return Rollout(self.rows, self.states, self.actions, self.rewards, final_equity)
 
     def graph_rollout(self) -> torch.Tensor:
         """Capture the whole rollout (reset + every step) once as a CUDA graph, then replay it."""
@@ -577,7 +627,7 @@ class OptimizedTrainer(Trainer):
         self.learner.macro_optimizer.zero_grad(set_to_none=True)
         self.learner.micro_optimizer.zero_grad(set_to_none=True)
         self.learner.pending_backwards = 0
-        self.observations = self.actions = self.rewards = self.graph = None
+        self.rows = self.states = self.actions = self.rewards = self.graph = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         if smaller < self.config.min_num_envs:

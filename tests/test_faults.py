@@ -76,12 +76,13 @@ def with_nan_rewards(collect, calls):
     count = {"n": 0}
 
     def wrapped():
-        observations, actions, rewards, equity = collect()
+        rollout = collect()
         count["n"] += 1
         if count["n"] in calls:
-            rewards = rewards.clone()
+            rewards = rollout.rewards.clone()
             rewards[0, 0] = math.nan
-        return observations, actions, rewards, equity
+            rollout = rollout._replace(rewards=rewards)
+        return rollout
     return wrapped
 
 
@@ -109,7 +110,7 @@ def test_repeated_nan_updates_stop_cleanly_with_advice(tiny_config, tiny_splits)
 def test_compile_failing_on_a_later_recompile_falls_back_once(tiny_config, tiny_splits):
     events = []
     runner = make_trainer(tiny_config(compile_model=True, compile_backend="eager", max_episodes=48), tiny_splits, on_event=events.append)
-    policy = runner.learner.rollout_policy  # called every step: call 40 is in the second rollout
+    policy = runner.learner.rollout_head  # called every step: call 40 is in the second rollout
     policy.compiled = fail_on_calls(policy.compiled, {40}, lambda: RuntimeError("recompilation failed (injected)"))
     result = runner.run()
     warnings = [e.text for e in events if isinstance(e, LogMessage)]

@@ -62,7 +62,7 @@ def test_skipped_macro_updates_leave_macronet_alone_and_compute_no_gradients(tin
     for update in range(6):
         macro_before, micro_before = parameters_of(runner.model.macro_net), parameters_of(runner.model.micro_net)
         macro_gradients.clear()
-        learner.learn(*runner.collect()[:3])
+        learner.learn(runner.collect())
         macro_changed = any(not torch.equal(a, b) for a, b in zip(macro_before, runner.model.macro_net.parameters()))
         assert any(not torch.equal(a, b) for a, b in zip(micro_before, runner.model.micro_net.parameters()))
         expect_macro = update % 3 == 0
@@ -73,16 +73,16 @@ def test_skipped_macro_updates_leave_macronet_alone_and_compute_no_gradients(tin
 
 def test_gradient_accumulation_equals_one_step_on_the_bigger_batch(tiny_config, tiny_splits):
     torch.manual_seed(0)
-    observations = torch.randn(64, 86)
-    observations[:, -2:] = torch.tensor([0.0, 1.0])
+    rows = torch.randint(0, len(tiny_splits.train), (64,))
+    states = torch.stack([torch.randint(-1, 2, (64,)).float(), 1 + 0.1 * torch.randn(64)], dim=1)
     actions = torch.randint(0, 3, (64,))
     advantages = torch.randn(64)
 
     def trained(accumulation, batches):
         runner = OptimizedTrainer(tiny_config(gradient_accumulation_steps=accumulation, seed=1), tiny_splits)
         for part in batches:
-            runner.learner.accumulate(observations[part], actions[part], advantages[part])
-        runner.learner.step(observations)
+            runner.learner.accumulate(rows[part], states[part], actions[part], advantages[part])
+        runner.learner.step(rows, states)
         return parameters_of(runner.model)
 
     accumulated = trained(2, [slice(0, 32), slice(32, 64)])
@@ -91,9 +91,26 @@ def test_gradient_accumulation_equals_one_step_on_the_bigger_batch(tiny_config, 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_loss_on_shared_bars_equals_the_per_sample_loss(tiny_config, tiny_splits):
+    """Embedding each distinct bar once and gathering gives the gradient of the plain per-sample forward."""
+    torch.manual_seed(0)
+    runner = OptimizedTrainer(tiny_config(entropy_coef=0.0), tiny_splits)
+    rows = torch.randint(0, 20, (256,))  # many samples share few bars
+    states = torch.stack([torch.randint(-1, 2, (256,)).float(), 1 + 0.1 * torch.randn(256)], dim=1)
+    actions, advantages = torch.randint(0, 3, (256,)), torch.randn(256)
+    runner.learner.accumulate(rows, states, actions, advantages)
+    shared = [p.grad.clone() for p in runner.model.parameters()]
+    runner.model.zero_grad()
+    observations = torch.cat([runner.learner.table[rows], states], dim=1)
+    log_probs = torch.log_softmax(runner.model(observations), dim=1)
+    (-(log_probs.gather(1, actions.unsqueeze(1)).squeeze(1) * advantages).sum() / 256).backward()
+    for a, b in zip(shared, (p.grad for p in runner.model.parameters())):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_accumulation_steps_the_optimizer_every_k_rollouts(tiny_config, tiny_splits):
     runner = OptimizedTrainer(tiny_config(gradient_accumulation_steps=3), tiny_splits)
-    stepped = [runner.learner.learn(*runner.collect()[:3]) for _ in range(6)]
+    stepped = [runner.learner.learn(runner.collect()) for _ in range(6)]
     assert stepped == [False, False, True, False, False, True]
     assert runner.learner.micro_updates == 2
 
@@ -106,9 +123,9 @@ def test_amp_and_compile_switches_run_on_cpu(tiny_config, tiny_splits, overrides
     assert result.status == "completed" and runner.episodes == 16
     assert np.isfinite(result.last.loss)
     if overrides.get("use_amp"):
-        assert runner.observations.dtype == torch.bfloat16 and "bfloat16" in runner.learner.amp_note
+        assert runner.learner.amp_dtype == torch.bfloat16 and "bfloat16" in runner.learner.amp_note
     if overrides.get("compile_model"):
-        assert runner.learner.policy.is_compiled
+        assert runner.learner.is_compiled
 
 
 def test_compile_failure_falls_back_to_eager_and_is_reported(tiny_config, tiny_splits, monkeypatch):
@@ -117,12 +134,12 @@ def test_compile_failure_falls_back_to_eager_and_is_reported(tiny_config, tiny_s
 
     def broken(*args, **kwargs):
         raise RuntimeError("inductor exploded")
-    runner.learner.policy.compiled = broken
+    runner.learner.embed.compiled = broken
     result = runner.run()
     warnings = [e.text for e in events if isinstance(e, LogMessage)]
     assert result.status == "completed" and runner.episodes == 16
     assert len(warnings) == 1 and "inductor exploded" in warnings[0] and "eager" in warnings[0]
-    assert not runner.learner.policy.is_compiled
+    assert not runner.learner.is_compiled
 
 
 def test_compile_failure_at_wrap_time_is_reported(tiny_config, tiny_splits, monkeypatch):
