@@ -80,6 +80,16 @@ def build_parser() -> Parser:
     show.add_argument("name")
     show.set_defaults(handler=cmd_presets_show)
 
+    sweep = commands.add_parser("sweep", help="a grid of runs, locally or on a Ray cluster, ranked by validation Sharpe")
+    add_run_options(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a grid axis (repeatable)")
+    sweep.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
+    sweep.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run through Ray Tune (local instance, or a cluster address)")
+    sweep.add_argument("--cpus-per-trial", type=float, default=1.0)
+    sweep.add_argument("--gpus-per-trial", type=float, default=0.0)
+    sweep.add_argument("--resume", metavar="SWEEP_DIR", help="rerun a sweep folder, skipping finished trials")
+    sweep.set_defaults(handler=cmd_sweep)
+
     bench = commands.add_parser("bench", help="throughput of original vs optimized configurations, side by side")
     bench.add_argument("--quick", action="store_true", help="a small matrix (under 30 s on a CPU)")
     bench.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
@@ -246,6 +256,64 @@ def cmd_eval(args) -> int:
                   f"{periods_per_year(bar_seconds):,.0f} periods/year")
     console.print(metrics_table({name: backtest.metrics for name, backtest in results.items()}, "Backtest (greedy agent vs baselines)"))
     return 0
+
+
+def cmd_sweep(args) -> int:
+    import json
+    from pathlib import Path
+
+    from engine.sweep import make_trials, new_sweep_dir, parse_grid, ranked, run_local, run_ray
+
+    if args.ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--ray needs Ray Tune: pip install -e '.[ray]'") from None
+    if args.resume:
+        saved = json.loads((Path(args.resume) / "sweep.json").read_text()) if (Path(args.resume) / "sweep.json").is_file() else None
+        if saved is None:
+            raise UsageError(f"{args.resume}: not a sweep folder (no sweep.json)")
+        args.preset, args.grid, args.seeds = saved["preset"], saved["grid_args"], saved["seeds"]
+    overrides = {**(saved["overrides"] if args.resume else {}), **overrides_from(args)}
+    if "data" in overrides and Path(overrides["data"]).exists():
+        overrides["data"] = str(Path(overrides["data"]).resolve())  # trials may run in other folders (Ray)
+    base = load_config(args.preset, overrides)
+    if not args.grid:
+        raise UsageError("sweep needs at least one --grid KEY=V1,V2")
+    grid = parse_grid(args.grid, base)
+    trials = make_trials(grid, args.seeds, base.seed)
+    sweep_dir = Path(args.resume).resolve() if args.resume else new_sweep_dir(base.out_dir, args.name or "")
+    spec = {"preset": args.preset, "grid_args": args.grid, "grid": grid, "seeds": args.seeds,
+            "executor": f"ray ({args.ray})" if args.ray else "local", "overrides": {k: v for k, v in overrides.items() if k != "run_name"}}
+    console = Console()
+    console.print(f"[bold]Sweep[/] of {len(trials)} trials ({' × '.join(f'{k} {len(v)}' for k, v in grid.items())} × {args.seeds} seed(s)) "
+                  f"→ {sweep_dir} [{spec['executor']}]")
+    on_row = lambda row: console.print(f"  {row['trial']} {row['status']}" + (f" — {row['error']}" if row["error"] else
+                                       f": validation Sharpe {row['val_sharpe']:.2f}, {row['episodes_per_min']:,.0f} episodes/min"))
+    started = time.perf_counter()
+    with stop_on_signals() as (stop, received):
+        if args.ray:
+            rows = run_ray(base, trials, sweep_dir, spec, None if args.ray == "local" else args.ray,
+                           args.cpus_per_trial, args.gpus_per_trial, on_row)
+        else:
+            rows = run_local(base, trials, sweep_dir, spec, stop, on_row)
+    console.print(sweep_table(ranked(rows), list(grid), f"Sweep ranked by validation Sharpe ({time.perf_counter() - started:.1f} s)"))
+    console.print(f"[dim]{sweep_dir / 'sweep.csv'}[/]")
+    return EXIT_SIGNAL.get(received[0], 130) if received else 0
+
+
+def sweep_table(rows: list[dict], axes: list[str], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("rank", "trial", *axes, "seed", "status", "episodes/min", "steps/s", "val Sharpe", "test Sharpe", "test max DD", "test return"):
+        table.add_column(column, justify="left" if column in ("trial", "status") else "right")
+    number = lambda value, pattern="{:,.2f}": "—" if value is None else pattern.format(value)
+    for rank, row in enumerate(rows, 1):
+        table.add_row(str(rank), row["trial"], *(str(row.get(axis)) for axis in axes), str(row["seed"]),
+                      row["status"] + (f" ({row['error'][:60]})" if row["error"] else ""),
+                      number(row["episodes_per_min"], "{:,.0f}"), number(row["steps_per_s"], "{:,.0f}"), number(row["val_sharpe"]),
+                      number(row["test_sharpe"]), number(row["test_max_drawdown"] and 100 * row["test_max_drawdown"], "{:.2f}%"),
+                      number(row["test_return"] and 100 * row["test_return"], "{:+.2f}%"))
+    return table
 
 
 def cmd_bench(args) -> int:

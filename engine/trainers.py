@@ -427,15 +427,20 @@ class Trainer:
                     checkpoint()
                 last_eval = now = time.perf_counter()
             if now - last_report >= config.progress_every_s:
-                equity = rollout.final_equity.double()
-                self.progress("training", started, float(self.learner.last_loss), float(rollout.rewards.float().mean()),
-                              float(equity.mean() - 1), config.initial_equity * float(equity.mean()))
+                self.report_rollout(rollout, started)
                 last_report = now
+        if self.last_progress.episodes != self.episodes:  # the summary's figures come from the last event
+            self.report_rollout(rollout, started)
         self.elapsed_before += time.perf_counter() - started
         self.train_s_before += self.rollout_s + self.update_s
         if status == "completed" and reason == "stopped by the user":
             status = "stopped"
         return TrainResult(status, reason, self.last_progress, self.history, self.messages)
+
+    def report_rollout(self, rollout: Rollout, started: float) -> None:
+        equity = rollout.final_equity.double()
+        self.progress("training", started, float(self.learner.last_loss), float(rollout.rewards.float().mean()),
+                      float(equity.mean() - 1), self.config.initial_equity * float(equity.mean()))
 
     def stop_reason(self, started: float) -> str:
         if self.stop.is_set():

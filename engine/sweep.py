@@ -1,0 +1,165 @@
+"""Sweeps: a grid of runs (any run-config field as an axis, times seeds), one run folder per trial.
+
+The local executor runs trials one after another in this process and needs nothing extra. The Ray
+executor runs the same trials through Ray Tune (`tune.Tuner` with `grid_search`), on a local Ray
+instance or a cluster, with fractional GPUs per trial. Both write the same `sweep.csv` / `sweep.json`:
+one row per trial, ranked by validation Sharpe (test metrics are shown, never used for ranking).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from engine.config import ConfigError, RunConfig, apply_overrides, config_fields
+from engine.runs import atomic_write_json, atomic_write_text, check_output_dir, execute_run
+
+TABLE_COLUMNS = ("trial", "seed", "status", "episodes_per_min", "steps_per_s", "val_sharpe", "test_sharpe",
+                 "test_max_drawdown", "test_return", "error")
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str  # also its run folder's name
+    params: dict  # grid values
+    seed: int
+
+
+def parse_grid(items: list[str], base: RunConfig) -> dict[str, list]:
+    """['num_envs=16,32', 'lr_micro=3e-4,5e-4'] → {'num_envs': [16, 32], 'lr_micro': [0.0003, 0.0005]}, validated."""
+    grid: dict[str, list] = {}
+    known = config_fields()
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not values.strip():
+            raise ConfigError(f"--grid {item!r}: use KEY=V1,V2,...")
+        if key not in known:
+            raise ConfigError(f"--grid {item!r}: unknown key {key!r}; accepted keys: {', '.join(known)}")
+        grid[key] = [getattr(apply_overrides(base, {key: v.strip()}, f"--grid {key}"), key) for v in values.split(",") if v.strip()]
+    return grid
+
+
+def make_trials(grid: dict[str, list], seeds: int, first_seed: int) -> list[Trial]:
+    keys = list(grid)
+    trials = []
+    for index, (values, seed_offset) in enumerate(itertools.product(itertools.product(*grid.values()), range(seeds))):
+        trials.append(Trial(f"trial-{index:03d}", dict(zip(keys, values)), first_seed + seed_offset))
+    return trials
+
+
+def trial_config(base: RunConfig, trial: Trial, sweep_dir: Path) -> RunConfig:
+    return apply_overrides(base, {**trial.params, "seed": trial.seed, "out_dir": str(sweep_dir), "run_name": trial.name},
+                           f"sweep trial {trial.name}")
+
+
+def finished_row(trial: Trial, sweep_dir: Path) -> dict | None:
+    """The row of a trial that already completed (for --resume), else None."""
+    path = sweep_dir / trial.name / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary_row(trial, summary) if summary.get("status") == "completed" and "test" in summary else None
+
+
+def summary_row(trial: Trial, summary: dict) -> dict:
+    test, validation = summary["test"]["agent"], summary["validation"]["agent"]
+    return {"trial": trial.name, **trial.params, "seed": trial.seed, "status": summary["status"],
+            "episodes_per_min": summary["throughput"]["episodes_per_min"], "steps_per_s": summary["throughput"]["steps_per_s"],
+            "val_sharpe": validation["sharpe"], "test_sharpe": test["sharpe"], "test_max_drawdown": test["max_drawdown"],
+            "test_return": test["total_return"], "error": ""}
+
+
+def failed_row(trial: Trial, status: str, error: str) -> dict:
+    return {"trial": trial.name, **trial.params, "seed": trial.seed, "status": status, "episodes_per_min": None,
+            "steps_per_s": None, "val_sharpe": None, "test_sharpe": None, "test_max_drawdown": None, "test_return": None,
+            "error": error}
+
+
+def run_trial(base: RunConfig, trial: Trial, sweep_dir: Path, stop: threading.Event | None = None) -> dict:
+    """One trial as a normal run folder; a failure becomes a row with its error, never an exception."""
+    try:
+        outcome = execute_run(trial_config(base, trial, sweep_dir), stop=stop)
+    except Exception as exc:  # a failed trial is recorded; the sweep goes on
+        return failed_row(trial, "failed", f"{type(exc).__name__}: {exc}")
+    summary = outcome.summary
+    if summary["status"] != "completed":
+        return {**summary_row(trial, summary), "status": summary["status"], "error": summary.get("stop_reason", "")}
+    return summary_row(trial, summary)
+
+
+def ranked(rows: list[dict]) -> list[dict]:
+    """By validation Sharpe, best first; trials without one (failed, stopped early) last."""
+    return sorted(rows, key=lambda row: (row["val_sharpe"] is None, -(row["val_sharpe"] or 0.0)))
+
+
+def write_tables(sweep_dir: Path, spec: dict, rows: list[dict]) -> None:
+    ordered = ranked(rows)
+    atomic_write_json(sweep_dir / "sweep.json", {**spec, "trials": ordered})
+    atomic_write_text(sweep_dir / "sweep.csv", pd.DataFrame(ordered).to_csv(index=False))
+
+
+def new_sweep_dir(out_dir: str, name: str) -> Path:
+    parent = check_output_dir(out_dir)
+    folder = parent / (name or datetime.now(timezone.utc).strftime("sweep-%Y%m%d-%H%M%S"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve()
+
+
+def run_local(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict, stop: threading.Event | None = None,
+              on_row=None) -> list[dict]:
+    rows = []
+    for trial in trials:
+        if stop is not None and stop.is_set():
+            break
+        row = finished_row(trial, sweep_dir) or run_trial(base, trial, sweep_dir, stop)
+        rows.append(row)
+        write_tables(sweep_dir, spec, rows)
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def run_ray(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict, address: str | None,
+            cpus_per_trial: float, gpus_per_trial: float, on_row=None) -> list[dict]:
+    """The same trials through Ray Tune: one Tune trial per grid point, resources per trial."""
+    import ray
+    from ray import tune
+
+    done = {trial.name: row for trial in trials if (row := finished_row(trial, sweep_dir))}
+    pending = [trial for trial in trials if trial.name not in done]
+    rows = list(done.values())
+    if pending:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 **({} if address else {"num_cpus": max(1, int(sum(1 for _ in pending) * cpus_per_trial))}))
+        base_values = base.to_dict()
+
+        def trainable(point: dict) -> None:
+            trial = Trial(point["name"], point["params"], point["seed"])
+            tune.report(run_trial(RunConfig(**base_values), trial, Path(point["sweep_dir"])))
+
+        space = {"trial": tune.grid_search([{"name": t.name, "params": t.params, "seed": t.seed, "sweep_dir": str(sweep_dir)}
+                                            for t in pending])}
+        tuner = tune.Tuner(
+            tune.with_resources(lambda config: trainable(config["trial"]), {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
+            param_space=space,
+            run_config=tune.RunConfig(name="ray", storage_path=str(sweep_dir / "ray"), verbose=0),
+        )
+        results = tuner.fit()
+        by_name = {trial.name: trial for trial in pending}
+        for result in results:
+            point = result.config["trial"]
+            trial = by_name[point["name"]]
+            row = failed_row(trial, "failed", f"Ray: {result.error}") if result.error else {k: result.metrics.get(k) for k in
+                                                                                           failed_row(trial, "", "")}
+            rows.append(row)
+            if on_row:
+                on_row(row)
+    write_tables(sweep_dir, spec, rows)
+    return rows
