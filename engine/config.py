@@ -141,7 +141,7 @@ def validate(config: RunConfig, origin: str = "config") -> RunConfig:
         raise ConfigError(f"{origin}: micro_window must be between 2 and macro_window ({config.macro_window})")
     if config.position_size > 1:
         raise ConfigError(f"{origin}: position_size must be <= 1 (no leverage), got {config.position_size}")
-    if config.min_num_envs > config.num_envs:
+    if config.trainer == "optimized" and config.min_num_envs > config.num_envs:
         raise ConfigError(f"{origin}: min_num_envs ({config.min_num_envs}) must be <= num_envs ({config.num_envs})")
     return config
 
