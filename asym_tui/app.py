@@ -20,7 +20,7 @@ from textual.widgets import Button, Footer, Header, Input, RichLog, Select, Swit
 
 from asym_tui.screens import ComparisonScreen, ConfirmScreen, DoctorScreen, HistoryScreen, SavePresetScreen
 from asym_tui.widgets import ChartGrid, ControlPanel, KeyNumbers, Series
-from engine.config import ConfigError, RunConfig, load_config, preset_paths, save_user_preset
+from engine.config import ConfigError, RunConfig, load_config, parse_duration, preset_paths, save_user_preset
 from engine.data import DataError
 from engine.monitor import resolve_device
 from engine.runs import RunError
@@ -152,14 +152,11 @@ class AsymApp(App):
             "use_amp": self.query_one("#amp", Switch).value,
             "compile_model": self.query_one("#compile", Switch).value,
             "num_envs": int(num_envs.value),
-            "duration_s": duration.value,
+            "duration_s": parse_duration(duration.value),
             "data": self.query_one("#data", Input).value.strip() or "synthetic",
             "out_dir": self.out_dir,
         }
         try:
-            from engine.config import parse_duration
-
-            overrides["duration_s"] = parse_duration(duration.value)
             config = load_config(str(self.query_one("#preset", Select).value), overrides)
             resolve_device(config.device)
         except ConfigError as exc:

@@ -112,7 +112,7 @@ class RunDetailScreen(Screen):
             yield Chart("Throughput (episodes/min)", "eps/min", id="detail-throughput")
             yield Chart("Sharpe (train rolling, validation)", "Sharpe", id="detail-sharpe")
             yield Chart("Portfolio value ($)", "$", id="detail-portfolio")
-            yield Chart("Test split equity: agent vs buy-and-hold", "$", id="detail-equity")
+            yield Chart("Test split equity: agent vs buy-and-hold", "$", xlabel="bars", id="detail-equity")
         yield DataTable(id="detail-metrics", zebra_stripes=True)
         yield Footer()
 

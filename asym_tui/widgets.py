@@ -16,7 +16,7 @@ from engine.monitor import format_reading
 from engine.trainers import Progress
 
 NUM_ENVS_LIMIT = {"cpu": 4096, "mps": 1024, "cuda": 65536}  # beyond these the device can't hold the rollout
-TRAINER_CHOICES = [("Optimized (vectorized)", "optimized"), ("Original (one episode)", "original"), ("Both: compare", "both")]
+TRAINER_CHOICES = [("Optimized", "optimized"), ("Original", "original"), ("Both (compare)", "both")]
 
 
 def is_duration(text: str) -> bool:
@@ -35,9 +35,9 @@ class ControlPanel(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Label("Preset")
-        yield Select([(name, name) for name in self.presets], id="preset", allow_blank=False)
+        yield Select([(name, name) for name in self.presets], id="preset", allow_blank=False, compact=True)
         yield Label("Trainer")
-        yield Select(TRAINER_CHOICES, id="trainer", allow_blank=False, value="optimized")
+        yield Select(TRAINER_CHOICES, id="trainer", allow_blank=False, value="optimized", compact=True)
         with Horizontal(classes="switch-row"):
             yield Switch(id="amp")
             yield Label("AMP", classes="switch-label")
@@ -46,11 +46,11 @@ class ControlPanel(VerticalScroll):
             yield Label("torch.compile", classes="switch-label")
         limit = NUM_ENVS_LIMIT.get(self.device_type, 4096)
         yield Label(f"num_envs (1–{limit:,} on {self.device_type})")
-        yield Input(id="num_envs", type="integer", validators=[Integer(1, limit, failure_description=f"num_envs must be 1–{limit:,} on {self.device_type}")])
+        yield Input(id="num_envs", type="integer", compact=True, validators=[Integer(1, limit, failure_description=f"num_envs must be 1–{limit:,} on {self.device_type}")])
         yield Label("Duration (30s, 2m, 1h)")
-        yield Input(id="duration", validators=[Function(is_duration, "use a duration like 30s, 2m or 1h")])
+        yield Input(id="duration", compact=True, validators=[Function(is_duration, "use a duration like 30s, 2m or 1h")])
         yield Label("Data source")
-        yield Input(id="data", placeholder="synthetic, file, folder or glob")
+        yield Input(id="data", placeholder="synthetic, file, folder or glob", compact=True)
         with Horizontal(id="buttons"):
             yield Button("Start", id="start", variant="success")
             yield Button("Stop", id="stop", variant="error", disabled=True)
@@ -93,7 +93,7 @@ class KeyNumber(Static):
         self.border_title = title
 
 
-class KeyNumbers(Horizontal):
+class KeyNumbers(Grid):
     """The row of numbers a user glances at: throughput, device use, portfolio, risk, schedule, phase."""
 
     def compose(self) -> ComposeResult:
@@ -102,9 +102,11 @@ class KeyNumbers(Horizontal):
 
     def show(self, event: Progress | None, initial_equity: float = 10_000.0) -> None:
         values = dict.fromkeys(KEY_NUMBERS, "—")
-        device_title = "CPU %"
+        titles = {"device": "CPU %", "portfolio": "portfolio", "return": "return"}
         if event is not None:
-            device_title = f"{event.device_label} %"
+            # The greedy backtest on validation is the honest figure; before the first one, training episodes.
+            source = "val" if event.val_portfolio is not None else "train"
+            titles = {"device": f"{event.device_label} %", "portfolio": f"portfolio ({source})", "return": f"return ({source})"}
             portfolio = event.val_portfolio if event.val_portfolio is not None else event.portfolio
             values.update({
                 "episodes/min": f"{event.episodes_per_min:,.0f}",
@@ -121,23 +123,30 @@ class KeyNumbers(Horizontal):
         for title, value in values.items():
             widget = self.query_one("#key-" + title.replace("/", "-").replace(":", "-").replace(" ", "-"), KeyNumber)
             widget.update(value)
-            if title == "device":
-                widget.border_title = device_title
+            widget.border_title = titles.get(title, title)
 
 
 class Chart(PlotextPlot):
-    """A time chart of one quantity for each trainer."""
+    """A time chart of one quantity for each trainer; its title is the border title."""
 
-    def __init__(self, title: str, ylabel: str, **kwargs):
+    def __init__(self, title: str, ylabel: str, xlabel: str = "minutes", **kwargs):
         super().__init__(**kwargs)
-        self.title, self.ylabel = title, ylabel
+        self.ylabel, self.xlabel = ylabel, xlabel
+        self.title = title
+
+    @property
+    def title(self) -> str:
+        return str(self.border_title)
+
+    @title.setter
+    def title(self, text: str) -> None:
+        self.border_title = text
 
     def draw(self, lines: list[tuple[str, list[float], list[float]]]) -> None:
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(self.title)
-        plt.xlabel("minutes")
+        plt.xlabel(self.xlabel)
         drawn = False
         for label, xs, ys in lines:
             points = [(x, y) for x, y in zip(xs, ys) if not (isinstance(y, float) and math.isnan(y))]
@@ -145,7 +154,7 @@ class Chart(PlotextPlot):
                 plt.plot([p[0] for p in points], [p[1] for p in points], label=label, marker="braille")
                 drawn = True
         if not drawn:
-            plt.title(f"{self.title} — waiting for data")
+            plt.title("waiting for data")
         self.refresh()
 
 

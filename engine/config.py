@@ -52,6 +52,7 @@ class RunConfig:
     micro_window: int = 60  # bars in the micro (short) feature window, 5 h
     train_fraction: float = 0.70  # first part of the series, for training
     validation_fraction: float = 0.15  # next part, for validation during training; the rest is the test split
+    mirror_train: bool = False  # also train on the train split's mirror image (no net direction to exploit)
     episode_steps: int = 500  # steps per training episode
     position_size: float = 1.0  # fraction of equity per exposure level (1.0 = no leverage)
     allow_short: bool = True  # allow exposure level -1

@@ -46,6 +46,35 @@ class EnvConfig:
         return self.commission + self.slippage
 
 
+class EpisodeStarts:
+    """Valid start rows when the rows hold several independent series (segments) back to back.
+
+    An episode of `episode_length` steps must stay inside one segment; starts are uniform over all
+    valid starts. A plain split is one segment."""
+
+    def __init__(self, segment_lengths: tuple[int, ...], episode_length: int):
+        lengths = np.asarray(segment_lengths)
+        counts = lengths - episode_length  # valid starts per segment: offset .. offset + length - 1 - episode_length
+        self.total = int(counts.sum())
+        self.ends = np.cumsum(counts)  # cumulative valid-start counts
+        self.shift = np.concatenate([[0], np.cumsum(lengths)[:-1]]) - np.concatenate([[0], self.ends[:-1]])
+        self.segment_ends = np.cumsum(lengths)  # first row after each segment
+
+    def rows(self, draws):
+        """Map uniform draws in [0, total) to start rows (numpy or torch)."""
+        if isinstance(draws, torch.Tensor):
+            ends = torch.as_tensor(self.ends, device=draws.device)
+            return draws + torch.as_tensor(self.shift, device=draws.device)[torch.bucketize(draws, ends, right=True)]
+        return draws + self.shift[np.searchsorted(self.ends, draws, side="right")]
+
+    def segment_end(self, row: int) -> int:
+        return int(self.segment_ends[np.searchsorted(self.segment_ends, row, side="right")])
+
+
+def segment_lengths(features: Features) -> tuple[int, ...]:
+    return features.segment_lengths or (len(features),)
+
+
 def observation_size(features: Features) -> int:
     return features.macro.shape[1] + features.micro.shape[1] + 2
 
@@ -68,18 +97,19 @@ class TradingEnv(gym.Env):
         self.returns = bar_returns(features.close)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (observation_size(features),), np.float32)
         self.action_space = gym.spaces.Discrete(3)
-        self.max_start = max(0, len(self.returns) - config.episode_steps)
+        lengths = segment_lengths(features)
+        self.starts = EpisodeStarts(lengths, min(config.episode_steps, min(lengths) - 1))
         self.row = self.start = self.steps = 0
         self.level, self.equity = 0, 1.0
 
     @property
     def episode_length(self) -> int:
-        return min(self.config.episode_steps, len(self.returns) - self.start)
+        return min(self.config.episode_steps, self.starts.segment_end(self.start) - 1 - self.start)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         start = (options or {}).get("start")
-        self.start = int(self.np_random.integers(0, self.max_start + 1)) if start is None else int(start)
+        self.start = int(self.starts.rows(self.np_random.integers(0, self.starts.total))) if start is None else int(start)
         self.row, self.steps, self.level, self.equity = self.start, 0, 0, 1.0
         return self._observation(), self._info()
 
@@ -124,8 +154,9 @@ class VectorizedTradingEnv:
         table = np.concatenate([features.macro, features.micro], axis=1)
         self.table = torch.as_tensor(table, dtype=torch.float32, device=self.device)
         self.returns = torch.as_tensor(bar_returns(features.close), dtype=torch.float32, device=self.device)
-        self.episode_length = min(config.episode_steps, len(self.returns))
-        self.max_start = len(self.returns) - self.episode_length
+        lengths = segment_lengths(features)
+        self.episode_length = min(config.episode_steps, min(lengths) - 1)
+        self.starts = EpisodeStarts(lengths, self.episode_length)
         self.start = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.level = torch.zeros(num_envs, device=self.device)
         self.equity = torch.ones(num_envs, device=self.device)
@@ -138,7 +169,8 @@ class VectorizedTradingEnv:
 
     def reset(self, starts: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         if starts is None:
-            starts = torch.randint(0, self.max_start + 1, (self.num_envs,), device=self.device, generator=generator)
+            draws = torch.randint(0, self.starts.total, (self.num_envs,), device=self.device, generator=generator)
+            starts = self.starts.rows(draws)
         self.start.copy_(starts)
         self.level.zero_()
         self.equity.fill_(1.0)

@@ -32,12 +32,19 @@ class Features:
     micro: np.ndarray  # (rows, len(INDICATORS) * 3) float32
     close: np.ndarray  # (rows,) float64
     timestamps: np.ndarray  # (rows,) datetime64[ns], UTC
+    segment_lengths: tuple[int, ...] | None = None  # independent series back to back (mirror augmentation)
 
     def __len__(self) -> int:
         return len(self.close)
 
     def rows(self, selection: slice) -> Features:
         return Features(self.macro[selection], self.micro[selection], self.close[selection], self.timestamps[selection])
+
+    def followed_by(self, other: Features) -> Features:
+        """This series and another as two segments that episodes never cross."""
+        return Features(np.concatenate([self.macro, other.macro]), np.concatenate([self.micro, other.micro]),
+                        np.concatenate([self.close, other.close]), np.concatenate([self.timestamps, other.timestamps]),
+                        (len(self), len(other)))
 
 
 @dataclass
@@ -65,7 +72,7 @@ class Normalizer:
         return Features(
             scaled(features.macro, self.macro_mean, self.macro_std),
             scaled(features.micro, self.micro_mean, self.micro_std),
-            features.close, features.timestamps,
+            features.close, features.timestamps, features.segment_lengths,
         )
 
     def state_dict(self) -> dict:
@@ -150,18 +157,37 @@ def build_features(candles: pd.DataFrame, macro_window: int = 492, micro_window:
     )
 
 
+def mirror_candles(candles: pd.DataFrame) -> pd.DataFrame:
+    """The price path reflected (price → start² / price; high and low swap): every log return changes
+    sign, volatility and volume stay. Bull regimes become bear regimes and back."""
+    anchor = float(candles["close"].iloc[0]) ** 2
+    mirrored = candles.copy()
+    mirrored["open"], mirrored["close"] = anchor / candles["open"], anchor / candles["close"]
+    mirrored["high"], mirrored["low"] = anchor / candles["low"], anchor / candles["high"]
+    return mirrored
+
+
 def prepare_splits(
     candles: pd.DataFrame,
     macro_window: int = 492,
     micro_window: int = 60,
     train_fraction: float = 0.70,
     validation_fraction: float = 0.15,
+    mirror_train: bool = False,
 ) -> MarketSplits:
-    """Features for the whole series, split by time, normalized with train statistics only."""
+    """Features for the whole series, split by time, normalized with train statistics only.
+
+    `mirror_train` appends the train split's mirror image (see `mirror_candles`) as a second training
+    segment, so the training data has no net direction: an agent can't profit from "always long" (or
+    short) on it and has to read the market. Validation and test are never mirrored."""
     features = build_features(candles, macro_window, micro_window)
     bounds = split_bounds(len(features), train_fraction, validation_fraction)
-    normalizer = Normalizer.fit(features.rows(bounds["train"]))
-    splits = {name: normalizer.apply(features.rows(bounds[name])) for name in bounds}
+    train = features.rows(bounds["train"])
+    if mirror_train:
+        end = len(candles) - len(features) + bounds["train"].stop  # candles up to the train split's last bar
+        train = train.followed_by(build_features(mirror_candles(candles.iloc[:end]), macro_window, micro_window))
+    normalizer = Normalizer.fit(train)
+    splits = {name: normalizer.apply(train if name == "train" else features.rows(bounds[name])) for name in bounds}
     bar_seconds = candles.attrs["timeframe"].total_seconds() if "timeframe" in candles.attrs else 300.0
     return MarketSplits(**splits, normalizer=normalizer, bar_seconds=bar_seconds)
 

@@ -137,7 +137,8 @@ class RunOutcome:
 
 def prepare_data(config: RunConfig) -> MarketSplits:
     candles = load_candles(config.data)
-    return prepare_splits(candles, config.macro_window, config.micro_window, config.train_fraction, config.validation_fraction)
+    return prepare_splits(candles, config.macro_window, config.micro_window, config.train_fraction, config.validation_fraction,
+                          config.mirror_train)
 
 
 def resume_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:

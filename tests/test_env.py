@@ -94,7 +94,7 @@ def test_vectorized_env_matches_scalar_envs(features, config):
     num_envs = 16
     rng = np.random.default_rng(1)
     vector = VectorizedTradingEnv(features, num_envs, config)
-    starts = torch.as_tensor(rng.integers(0, vector.max_start + 1, num_envs))
+    starts = torch.as_tensor(rng.integers(0, vector.starts.total, num_envs))
     actions = rng.integers(0, 3, size=(config.episode_steps, num_envs))
     actions[:10] = BUY  # run into the upper clamp
     actions[10:25] = SELL  # and the lower one
@@ -117,3 +117,17 @@ def test_vectorized_random_starts_differ_and_fit_the_split(features):
     vector.reset(generator=torch.Generator().manual_seed(0))
     assert len(set(vector.start.tolist())) > 200  # the seed's bug: every env started at the same bar
     assert int(vector.start.max()) + 100 <= len(features) - 1
+
+
+def test_episodes_never_cross_segments(features):
+    two = features.rows(slice(0, 300)).followed_by(features.rows(slice(300, 700)))
+    vector = VectorizedTradingEnv(two, 2048, EnvConfig(episode_steps=100))
+    vector.reset(generator=torch.Generator().manual_seed(0))
+    starts = vector.start.numpy()
+    in_first = starts < 300
+    assert in_first.any() and (~in_first).any()
+    assert (starts[in_first] + 100 <= 299).all() and (starts[~in_first] + 100 <= 699).all()
+    scalar = TradingEnv(two, EnvConfig(episode_steps=100))
+    for seed in range(50):
+        start = scalar.reset(seed=seed)[1]["row"]
+        assert start + 100 <= (299 if start < 300 else 699)

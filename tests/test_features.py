@@ -59,3 +59,18 @@ def test_normalizer_round_trips_through_state_dict(candles):
     normalizer = prepare_splits(candles, MACRO, MICRO).normalizer
     restored = Normalizer.from_state_dict(normalizer.state_dict())
     np.testing.assert_allclose(restored.micro_std, normalizer.micro_std)
+
+
+def test_mirrored_train_split_reverses_returns_and_is_a_second_segment(candles):
+    from engine.features import INDICATORS, mirror_candles
+    mirrored = mirror_candles(candles)
+    np.testing.assert_allclose(np.diff(np.log(mirrored["close"])), -np.diff(np.log(candles["close"])), atol=1e-12)
+    assert (mirrored["high"] >= mirrored["low"]).all()
+    plain = prepare_splits(candles, MACRO, MICRO)
+    augmented = prepare_splits(candles, MACRO, MICRO, mirror_train=True)
+    assert augmented.train.segment_lengths == (len(plain.train), len(plain.train))
+    assert len(augmented.validation) == len(plain.validation) and augmented.test.segment_lengths is None
+    raw = build_features(candles, MACRO, MICRO)
+    raw_mirror = build_features(mirror_candles(candles), MACRO, MICRO)
+    column = INDICATORS.index("log_return") + 2 * len(INDICATORS)  # the 'last' aggregate of log_return
+    np.testing.assert_allclose(raw_mirror.micro[:, column], -raw.micro[:, column], atol=1e-6)
