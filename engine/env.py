@@ -61,10 +61,7 @@ class EpisodeStarts:
         self.segment_ends = np.cumsum(lengths)  # first row after each segment
 
     def rows(self, draws):
-        """Map uniform draws in [0, total) to start rows (numpy or torch)."""
-        if isinstance(draws, torch.Tensor):
-            ends = torch.as_tensor(self.ends, device=draws.device)
-            return draws + torch.as_tensor(self.shift, device=draws.device)[torch.bucketize(draws, ends, right=True)]
+        """Map uniform draws in [0, total) to start rows."""
         return draws + self.shift[np.searchsorted(self.ends, draws, side="right")]
 
     def segment_end(self, row: int) -> int:
@@ -157,6 +154,9 @@ class VectorizedTradingEnv:
         lengths = segment_lengths(features)
         self.episode_length = min(config.episode_steps, min(lengths) - 1)
         self.starts = EpisodeStarts(lengths, self.episode_length)
+        # On the device once: reset() must not copy from the host (it runs inside a CUDA graph capture).
+        self.start_ends = torch.as_tensor(self.starts.ends, device=self.device)
+        self.start_shift = torch.as_tensor(self.starts.shift, device=self.device)
         self.start = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.level = torch.zeros(num_envs, device=self.device)
         self.equity = torch.ones(num_envs, device=self.device)
@@ -170,7 +170,7 @@ class VectorizedTradingEnv:
     def reset(self, starts: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         if starts is None:
             draws = torch.randint(0, self.starts.total, (self.num_envs,), device=self.device, generator=generator)
-            starts = self.starts.rows(draws)
+            starts = draws + self.start_shift[torch.bucketize(draws, self.start_ends, right=True)]
         self.start.copy_(starts)
         self.level.zero_()
         self.equity.fill_(1.0)

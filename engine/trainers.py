@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import RunConfig
-from engine.env import TradingEnv, VectorizedTradingEnv
+from engine.env import TradingEnv, VectorizedTradingEnv, segment_lengths
 from engine.evaluation import agent_backtest
 from engine.features import MarketSplits
 from engine.metrics import episode_sharpe
@@ -520,7 +520,7 @@ class OriginalTrainer(Trainer):
 
     @property
     def episode_length(self) -> int:
-        return min(self.config.episode_steps, len(self.splits.train) - 1)
+        return min(self.config.episode_steps, min(segment_lengths(self.splits.train)) - 1)
 
     @torch.no_grad()
     def collect(self) -> Rollout:

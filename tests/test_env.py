@@ -131,3 +131,17 @@ def test_episodes_never_cross_segments(features):
     for seed in range(50):
         start = scalar.reset(seed=seed)[1]["row"]
         assert start + 100 <= (299 if start < 300 else 699)
+
+
+def test_reset_and_step_copy_nothing_from_the_host(features, monkeypatch):
+    """The optimized trainer captures reset + every step in one CUDA graph: no host-to-device copies allowed."""
+    two = features.rows(slice(0, 300)).followed_by(features.rows(slice(300, 700)))
+    vector = VectorizedTradingEnv(two, 64, EnvConfig(episode_steps=50))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a host-to-device copy inside the rollout")
+    monkeypatch.setattr(torch, "as_tensor", refuse)
+    monkeypatch.setattr(torch, "tensor", refuse)
+    vector.reset()
+    for _ in range(5):
+        vector.advance(torch.zeros(64, dtype=torch.long))

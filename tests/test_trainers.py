@@ -174,3 +174,16 @@ def test_stop_signal_stops_training(tiny_config, tiny_splits):
                           on_event=lambda e: stop.set() if getattr(e, "episodes", 0) >= 16 else None)
     result = runner.run()
     assert result.status == "stopped" and result.stop_reason == "stopped by the user"
+
+
+def test_optimized_rollout_copies_nothing_from_the_host(tiny_config, tiny_splits, monkeypatch):
+    """The whole rollout is captured as one CUDA graph on CUDA: it must not create tensors from host data."""
+    runner = OptimizedTrainer(tiny_config(mirror_train=False), tiny_splits)
+    runner.learner.folded.sync()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a host-to-device copy inside the rollout")
+    monkeypatch.setattr(torch, "as_tensor", refuse)
+    monkeypatch.setattr(torch, "tensor", refuse)
+    final_equity = runner.rollout()
+    assert final_equity.shape == (8,) and (runner.rows[-1] > runner.rows[0]).all()
