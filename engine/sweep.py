@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -129,8 +131,11 @@ def run_local(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict,
 def run_ray(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict, address: str | None,
             cpus_per_trial: float, gpus_per_trial: float, on_row=None) -> list[dict]:
     """The same trials through Ray Tune: one Tune trial per grid point, resources per trial."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # honour verbose=0: our own table is the report
     import ray
     from ray import tune
+
+    logging.getLogger("ray").setLevel(logging.WARNING)
 
     done = {trial.name: row for trial in trials if (row := finished_row(trial, sweep_dir))}
     pending = [trial for trial in trials if trial.name not in done]
