@@ -131,7 +131,7 @@ async def test_compare_ends_with_the_comparison_table(tmp_path):
     app = AsymApp(runner=FakeRunner(), out_dir=str(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         app.action_compare()
-        await wait_for(pilot, lambda: isinstance(app.screen, ComparisonScreen) and app.screen.query_one(DataTable).row_count)
+        await wait_for(pilot, lambda: isinstance(app.screen, ComparisonScreen) and any(t.row_count for t in app.screen.query(DataTable)))
         table = app.screen.query_one(DataTable)
         rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
         assert rows["episodes/min"][1:] == ["100.00", "5,000.00", "optimized"]
@@ -174,8 +174,7 @@ async def test_history_lists_runs_and_compares_two(tmp_path):
     app = AsymApp(runner=FakeRunner(), out_dir=str(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("h")
-        await pilot.pause()
-        assert isinstance(app.screen, HistoryScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen) and any(t.row_count for t in app.screen.query(DataTable)))
         table = app.screen.query_one(DataTable)
         assert table.row_count == 2
         assert {table.get_row_at(i)[1] for i in range(2)} == {"2024-a", "sweep-1/trial-0"}
