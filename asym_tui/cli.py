@@ -71,6 +71,7 @@ def build_parser() -> Parser:
     evaluate.add_argument("checkpoint", help="checkpoint.pt or its run folder")
     evaluate.add_argument("--data", help="data source (default: the run's)")
     evaluate.add_argument("--split", choices=("train", "validation", "test", "all"), default="test")
+    evaluate.add_argument("--last", action="store_true", help="the last weights, not the best-validation ones")
     evaluate.set_defaults(handler=cmd_eval)
 
     presets = commands.add_parser("presets", help="list presets or show one")
@@ -248,12 +249,15 @@ def cmd_eval(args) -> int:
     bounds = split_bounds(len(features), config.train_fraction, config.validation_fraction)
     split = features if args.split == "all" else features.rows(bounds[args.split])
     model = AsymmetricPolicyNetwork(ModelShape(**state["model_shape"]))
-    model.load_state_dict(state["trainer"]["model"])
+    best = state["trainer"].get("best")
+    use_best = best is not None and config.select_best and not args.last
+    model.load_state_dict(best["model"] if use_best else state["trainer"]["model"])
     bar_seconds = candles.attrs["timeframe"].total_seconds()
     results = evaluate_split(model.eval(), split, config.env_config(), bar_seconds, config.seed)
     console = Console()
+    weights = f"best-validation weights (after {best['episodes']:,} episodes)" if use_best else "last weights"
     console.print(f"[bold]{args.data or config.data}[/] — {args.split} split, {len(split):,} bars, "
-                  f"{periods_per_year(bar_seconds):,.0f} periods/year")
+                  f"{periods_per_year(bar_seconds):,.0f} periods/year, {weights}")
     console.print(metrics_table({name: backtest.metrics for name, backtest in results.items()}, "Backtest (greedy agent vs baselines)"))
     return 0
 

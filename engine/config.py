@@ -82,6 +82,7 @@ class RunConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     # Reporting
     eval_every_s: float = 20.0  # seconds between validation backtests during training (0 = only at the end)
+    select_best: bool = True  # test with the weights of the best validation Sharpe (selection never looks at test)
     progress_every_s: float = 0.25  # minimum seconds between progress events
 
     def env_config(self) -> EnvConfig:

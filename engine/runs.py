@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,13 +188,19 @@ def trainer_result(trainer: Trainer, status: str) -> TrainResult:
 
 
 def finish_run(run_dir: Path, config: RunConfig, trainer: Trainer, splits: MarketSplits, result: TrainResult) -> RunOutcome:
-    """Final evaluation and every file of the run folder; the checkpoint first, as it matters most."""
+    """Final evaluation and every file of the run folder; the checkpoint first, as it matters most.
+
+    The last weights get a validation backtest too; the test split is evaluated once, with the weights
+    chosen on validation (`select_best`) or the last ones."""
+    trainer.validate(time.perf_counter())
     save_checkpoint(run_dir / "checkpoint.pt", trainer, splits.normalizer)
     write_metrics(run_dir, trainer.history)
     env_config = config.env_config()
-    evaluations = {name: evaluate_split(trainer.model, splits[name], env_config, splits.bar_seconds, config.seed)
+    model, selection = trainer.selected_model()
+    evaluations = {name: evaluate_split(model, splits[name], env_config, splits.bar_seconds, config.seed)
                    for name in ("validation", "test")}
     summary = build_summary(config, trainer, result, evaluations)
+    summary["selected_model"] = selection
     atomic_write_json(run_dir / "summary.json", summary)
     write_equity(run_dir / "equity_test.csv", splits.test, evaluations["test"], config.initial_equity)
     from engine.report import write_report

@@ -20,6 +20,7 @@ episodes that shared a bar), at a fraction of the cost. Only the small decision 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import threading
@@ -355,6 +356,7 @@ class Trainer:
         self.recent_log_returns: deque[float] = deque(maxlen=256)
         self.history: list[dict] = []
         self.validation: dict | None = None
+        self.best: dict | None = None  # weights with the best validation Sharpe so far
         self.last_progress = Progress(self.name, "starting")
         self.calibrate_batchnorm()
 
@@ -452,10 +454,22 @@ class Trainer:
         return ""
 
     def validate(self, started: float) -> dict:
+        """Greedy backtest on the validation split; remembers the weights with the best Sharpe so far."""
         self.progress("validating", started)
         backtest = agent_backtest(self.model, self.splits.validation, self.env_config, self.splits.bar_seconds)
         self.validation = {**backtest.metrics, "portfolio": self.config.initial_equity * float(backtest.equity[-1])}
+        if self.best is None or self.validation["sharpe"] > self.best["val_sharpe"]:
+            weights = {name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()}
+            self.best = {"episodes": self.episodes, "val_sharpe": self.validation["sharpe"], "model": weights}
         return self.validation
+
+    def selected_model(self) -> tuple[AsymmetricPolicyNetwork, dict]:
+        """The network to evaluate on test: the best-validation weights (`select_best`), else the last ones."""
+        if not (self.config.select_best and self.best):
+            return self.model, {"weights": "last", "episodes": self.episodes}
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.best["model"])
+        return model, {"weights": "best validation Sharpe", "episodes": self.best["episodes"], "val_sharpe": self.best["val_sharpe"]}
 
     def calibrate_batchnorm(self) -> None:
         """Initial BatchNorm statistics from training observations (flat, start equity) — before any rollout."""
@@ -487,6 +501,7 @@ class Trainer:
             "counters": {"episodes": self.episodes, "env_steps": self.env_steps, "elapsed_s": self.elapsed_before,
                          "train_s": self.train_s_before, "num_envs": self.num_envs},
             "recent_log_returns": list(self.recent_log_returns), "rng": rng_state(), "history": self.history,
+            "best": self.best,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -497,6 +512,7 @@ class Trainer:
         self.elapsed_before, self.train_s_before = counters["elapsed_s"], counters["train_s"]
         self.recent_log_returns.extend(state["recent_log_returns"])
         self.history = list(state.get("history", []))
+        self.best = state.get("best")
         set_rng_state(state["rng"])
 
     @property

@@ -83,3 +83,14 @@ def test_list_runs_finds_run_folders(tiny_config, tiny_splits):
     runs = list_runs(outcome.run_dir.parent)
     assert [run["path"].name for run in runs] == ["alpha"]
     assert runs[0]["summary"]["status"] == "completed"
+
+
+def test_test_split_uses_the_best_validation_weights(tiny_config, tiny_splits):
+    outcome = execute_run(tiny_config(max_episodes=64), splits=tiny_splits)
+    selection = outcome.summary["selected_model"]
+    state = load_checkpoint(outcome.run_dir)["trainer"]
+    assert selection["weights"] == "best validation Sharpe"
+    assert selection["val_sharpe"] == state["best"]["val_sharpe"]
+    assert outcome.summary["validation"]["agent"]["sharpe"] == pytest.approx(selection["val_sharpe"])
+    last = execute_run(tiny_config(max_episodes=64, select_best=False), splits=tiny_splits)
+    assert last.summary["selected_model"]["weights"] == "last"
