@@ -233,13 +233,12 @@ def cmd_compare(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from engine.config import RunConfig, apply_overrides
+    from engine.data import load_candles, split_bounds
     from engine.evaluation import evaluate_split
     from engine.features import Normalizer, build_features
-    from engine.data import load_candles, split_bounds
-    from engine.config import apply_overrides, RunConfig
-    from engine.model import AsymmetricPolicyNetwork, ModelShape
     from engine.metrics import periods_per_year
-
+    from engine.model import AsymmetricPolicyNetwork, ModelShape
     from engine.runs import load_checkpoint
 
     state = load_checkpoint(args.checkpoint)
@@ -484,7 +483,7 @@ def progress_display(console: Console, quiet: bool, configs: list):
     """A rich progress bar per run (time-based, or episode-based with a budget); yields the event callback."""
     from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn
 
-    from engine.trainers import LogMessage, Progress
+    from engine.trainers import LogMessage
 
     if quiet:
         yield lambda event: console.print(f"[yellow]{event.level}:[/] {event.text}") if isinstance(event, LogMessage) else None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from textual.widgets import Button, DataTable, Input, Select, Switch
+from textual.widgets import DataTable, Input, Select, Switch
 
 from asym_tui.app import AsymApp
 from asym_tui.screens import ComparisonScreen, ConfirmScreen, HistoryScreen

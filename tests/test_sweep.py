@@ -52,7 +52,6 @@ def test_ranking_uses_validation_never_test():
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path):
     assert main([*sweep_flags(tmp_path, "failing"), "--grid", "device=cpu,cuda"]) == 0
     table, _ = read_sweep(tmp_path / "failing")
-    by_device = {row["trial"]: row for _, row in table.iterrows()}
     statuses = sorted(table["status"])
     assert statuses == ["completed", "failed"]
     failed = table[table["status"] == "failed"].iloc[0]

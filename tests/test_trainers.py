@@ -3,7 +3,6 @@ import pandas as pd
 import pytest
 import torch
 
-from engine.config import load_config
 from engine.evaluation import agent_backtest
 from engine.features import prepare_splits
 from engine.trainers import LogMessage, OptimizedTrainer, discounted_returns, make_trainer, sample_actions
