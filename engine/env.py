@@ -163,10 +163,6 @@ class VectorizedTradingEnv:
         self.alive = torch.ones(num_envs, dtype=torch.bool, device=self.device)
         self.steps = 0
 
-    @property
-    def observation_size(self) -> int:
-        return self.table.shape[1] + 2
-
     def reset(self, starts: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         if starts is None:
             draws = torch.randint(0, self.starts.total, (self.num_envs,), device=self.device, generator=generator)
