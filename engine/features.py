@@ -92,6 +92,7 @@ class MarketSplits:
     test: Features
     normalizer: Normalizer
     bar_seconds: float
+    notes: tuple[str, ...] = ()  # what loading found that a user should see (duplicates dropped, gaps)
 
     def __getitem__(self, name: str) -> Features:
         return getattr(self, name)

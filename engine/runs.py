@@ -13,6 +13,7 @@ import platform
 import shutil
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,9 +138,16 @@ class RunOutcome:
 
 
 def prepare_data(config: RunConfig) -> MarketSplits:
-    candles = load_candles(config.data)
-    return prepare_splits(candles, config.macro_window, config.micro_window, config.train_fraction, config.validation_fraction,
-                          config.mirror_train)
+    """Candles to normalized splits; loading warnings and gaps become notes shown in the run's log."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        candles = load_candles(config.data)
+    splits = prepare_splits(candles, config.macro_window, config.micro_window, config.train_fraction, config.validation_fraction,
+                            config.mirror_train)
+    notes = [str(warning.message) for warning in caught]
+    if candles.attrs.get("gaps"):
+        notes.append(f"{config.data}: {candles.attrs['gaps']:,} gap(s), {candles.attrs['missing_bars']:,} missing bar(s), not filled")
+    return dataclasses.replace(splits, notes=tuple(notes))
 
 
 def resume_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:
@@ -168,6 +176,8 @@ def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None =
             on_event(event)
 
     trainer = make_trainer(config, splits, on_event=record, stop=stop)
+    for note in splits.notes:
+        trainer.log("warning", note)
     if state:
         trainer.load_state_dict(state["trainer"])
         trainer.log("info", f"resumed from {run_dir} at {trainer.episodes:,} episodes")

@@ -94,3 +94,16 @@ def test_test_split_uses_the_best_validation_weights(tiny_config, tiny_splits):
     assert outcome.summary["validation"]["agent"]["sharpe"] == pytest.approx(selection["val_sharpe"])
     last = execute_run(tiny_config(max_episodes=64, select_best=False), splits=tiny_splits)
     assert last.summary["selected_model"]["weights"] == "last"
+
+
+def test_duplicates_and_gaps_reach_the_run_log(tiny_config, tmp_path):
+    from engine.synthetic import generate_candles
+    candles = generate_candles(days=8, seed=3)
+    messy = pd.concat([candles.iloc[:1000], candles.iloc[995:1000], candles.iloc[1010:]])
+    messy.to_parquet(tmp_path / "messy.parquet")
+    events = []
+    outcome = execute_run(tiny_config(data=str(tmp_path / "messy.parquet"), max_episodes=8), on_event=events.append)
+    texts = [event["text"] for event in outcome.summary["events"]]
+    assert any("dropped 5 row(s) with duplicated timestamps" in text for text in texts)
+    assert any("1 gap(s), 10 missing bar(s), not filled" in text for text in texts)
+    assert any(getattr(event, "text", "").endswith("not filled") for event in events)
