@@ -217,6 +217,7 @@ class DoctorScreen(ModalScreen):
     """The facts of `asym-tui doctor`, probed in a thread so the screen never waits."""
 
     BINDINGS = [Binding("escape,q", "dismiss", "Close")]
+    facts: dict | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="wide"):
@@ -232,8 +233,12 @@ class DoctorScreen(ModalScreen):
         from asym_tui.cli import doctor_table
         from engine.doctor import diagnose
 
-        table = doctor_table(diagnose())
-        self.app.call_from_thread(self.query_one("#doctor-facts", Static).update, table)
+        facts = diagnose()
+        self.app.call_from_thread(self.show_facts, facts, doctor_table(facts))
+
+    def show_facts(self, facts: dict, table) -> None:
+        self.facts = facts
+        self.query_one("#doctor-facts", Static).update(table)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss()

@@ -211,3 +211,18 @@ async def test_real_engine_start_then_stop_leaves_a_valid_run_folder(tmp_path):
     summary = json.loads((run_dirs[0] / "summary.json").read_text())
     assert summary["status"] == "stopped" and "test" in summary
     assert (run_dirs[0] / "checkpoint.pt").is_file()
+
+
+async def test_doctor_screen_shows_the_machine_facts(tmp_path):
+    from asym_tui.screens import DoctorScreen
+    from textual.widgets import Static
+    app = AsymApp(runner=FakeRunner(), out_dir=str(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        assert "recommended preset: optimized" in app.sub_title
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, DoctorScreen))
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.facts is not None, 120)
+        assert screen.facts["device"] == "cpu" and screen.facts["recommended_preset"] == "optimized"
+        assert {p["name"] for p in screen.facts["probes"]} == {"bfloat16 autocast", "float16 autocast", "torch.compile"}
+        assert "Probing" not in str(screen.query_one("#doctor-facts", Static).render())

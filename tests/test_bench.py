@@ -1,0 +1,41 @@
+"""`asym-tui bench --quick` on CPU with a tiny matrix: well-formed JSON, positive figures, same-run ratios."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine.bench import BenchCase, default_cases
+
+
+def test_bench_quick_writes_well_formed_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "asym_tui.cli", "bench", "--quick", "--device", "cpu", "--num-envs", "8,16",
+                             "--episode-steps", "40", "--data", "synthetic:days=8,seed=3", "--warmup", "1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "× original" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["machine"]["device"] == "cpu" and report["episode_steps"] == 40
+    rows = report["results"]
+    assert [row["label"] for row in rows] == ["original", "optimized 8 envs, fp32", "optimized 16 envs, fp32"]
+    original = rows[0]
+    for row in rows:
+        assert row["error"] == ""
+        assert row["episodes_per_min"] > 0 and row["steps_per_s"] > 0 and row["iterations"] >= 1
+        assert row["rollout_s"] > 0 and row["update_s"] > 0 and row["warmup_s"] > 0 and row["peak_host_mb"] > 0
+        assert row["ratio"] == pytest.approx(row["episodes_per_min"] / original["episodes_per_min"])
+    assert original["ratio"] == 1.0
+    assert rows[1]["steps_per_s"] == pytest.approx(rows[1]["episodes_per_min"] / 60 * 40, rel=1e-6)
+
+
+def test_default_matrix_on_cpu_and_cuda():
+    import torch
+    cpu = default_cases(torch.device("cpu"), quick=False)
+    assert cpu[0] == BenchCase("original")
+    assert {(c.num_envs, c.use_amp) for c in cpu[1:]} == {(n, amp) for n in (256, 1024, 4096) for amp in (False, True)}
+    assert not any(c.cuda_graphs for c in cpu)
+    cuda = default_cases(torch.device("cuda"), quick=False)
+    assert {c.cuda_graphs for c in cuda[1:]} == {False, True}
