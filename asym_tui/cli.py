@@ -544,16 +544,8 @@ def print_comparison(console: Console, original: dict, optimized: dict) -> None:
     for column, justify in (("metric", "left"), ("original", "right"), ("optimized", "right"), ("winner", "left")):
         table.add_column(column, justify=justify)
 
-    def fmt(value, unit):
-        if value is None:
-            return "N/A"
-        if unit == "%" and abs(value) <= 1 and "drawdown" in metric:
-            return f"{100 * value:.2f}%"
-        return {"$": f"${value:,.2f}", "%": f"{value:.1f}%", "MB": f"{value:,.0f} MB"}.get(unit, f"{value:,.2f}")
-
     for row in comparison_rows(original, optimized):
-        metric = row.metric
-        table.add_row(metric, fmt(row.original, row.unit), fmt(row.optimized, row.unit), row.winner)
+        table.add_row(row.metric, row.format(row.original), row.format(row.optimized), row.winner)
     ratio = speedup(original, optimized)
     table.add_row("[bold]speedup[/]", "1.0×", f"[bold]{ratio:,.1f}×[/]" if ratio else "N/A", "optimized" if ratio and ratio > 1 else "—")
     console.print(table)

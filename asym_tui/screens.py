@@ -43,10 +43,7 @@ class ComparisonScreen(ModalScreen):
         table = self.query_one(DataTable)
         table.add_columns("metric", self.original.get("trainer", "A"), self.optimized.get("trainer", "B"), "winner")
         for row in comparison_rows(self.original, self.optimized):
-            fmt = (lambda v: _number(v * 100, "{:.2f}%")) if "drawdown" in row.metric else (
-                lambda v: _number(v, "${:,.2f}") if row.unit == "$" else _number(v, "{:,.1f}%") if row.unit == "%" else
-                _number(v, "{:,.0f} MB") if row.unit == "MB" else _number(v))
-            table.add_row(row.metric, fmt(row.original), fmt(row.optimized), row.winner)
+            table.add_row(row.metric, row.format(row.original), row.format(row.optimized), row.winner)
         ratio = speedup(self.original, self.optimized)
         table.add_row("speedup (episodes/min)", "1.0×", _number(ratio, "{:,.1f}×"), "optimized" if ratio and ratio > 1 else "—")
 

@@ -18,7 +18,15 @@ class ComparisonRow:
     original: float | None
     optimized: float | None
     better: str  # "higher" or "lower": which direction wins
-    unit: str = ""
+    unit: str = ""  # "$", "%" (already a percentage), "fraction" (shown as a percentage), "MB", or "" (a number)
+
+    def format(self, value: float | None) -> str:
+        """The table cell for one of the two values."""
+        if value is None or value != value:
+            return "N/A"
+        if self.unit == "fraction":
+            return f"{100 * value:.2f}%"
+        return {"$": f"${value:,.2f}", "%": f"{value:,.1f}%", "MB": f"{value:,.0f} MB"}.get(self.unit, f"{value:,.2f}")
 
     @property
     def winner(self) -> str:
@@ -45,7 +53,7 @@ def comparison_rows(original: dict, optimized: dict) -> list[ComparisonRow]:
         ComparisonRow("peak memory", get(original, "resources", "peak_memory_mb"), get(optimized, "resources", "peak_memory_mb"), "lower", "MB"),
         ComparisonRow("final portfolio (test)", original.get("final_portfolio"), optimized.get("final_portfolio"), "higher", "$"),
         ComparisonRow("Sharpe (test)", get(original, "test", "agent", "sharpe"), get(optimized, "test", "agent", "sharpe"), "higher"),
-        ComparisonRow("max drawdown (test)", get(original, "test", "agent", "max_drawdown"), get(optimized, "test", "agent", "max_drawdown"), "higher", "%"),
+        ComparisonRow("max drawdown (test)", get(original, "test", "agent", "max_drawdown"), get(optimized, "test", "agent", "max_drawdown"), "higher", "fraction"),
         ComparisonRow("Sharpe (validation)", get(original, "validation", "agent", "sharpe"), get(optimized, "validation", "agent", "sharpe"), "higher"),
     ]
     return rows
