@@ -88,8 +88,8 @@ def check_output_dir(out_dir: str | Path) -> Path:
     return folder
 
 
-def new_run_dir(config: RunConfig) -> Path:
-    parent = check_output_dir(config.out_dir)
+def new_run_dir(parent: Path, config: RunConfig) -> Path:
+    """A fresh run folder under `parent` (already checked by `check_output_dir`)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = config.run_name or f"{stamp}-{config.trainer}" + (f"-{config.preset}" if config.preset else "")
     candidate, suffix = parent / base, 2
@@ -163,7 +163,7 @@ def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None =
                 resume_dir: str | Path | None = None, splits: MarketSplits | None = None) -> RunOutcome:
     """Load data, train, evaluate on validation and test next to the baselines, write the run folder."""
     run_dir = Path(resume_dir) if resume_dir else None
-    check_output_dir(run_dir or config.out_dir)
+    checked = check_output_dir(run_dir or config.out_dir)  # before loading data or training
     state = load_checkpoint(run_dir) if run_dir else None
     splits = splits or prepare_data(config)
     if state:
@@ -181,7 +181,7 @@ def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None =
     if state:
         trainer.load_state_dict(state["trainer"])
         trainer.log("info", f"resumed from {run_dir} at {trainer.episodes:,} episodes")
-    run_dir = run_dir or new_run_dir(config)
+    run_dir = run_dir or new_run_dir(checked, config)
     atomic_write_json(run_dir / "config.json", run_record(config, trainer))
 
     def checkpoint() -> None:
@@ -200,9 +200,10 @@ def trainer_result(trainer: Trainer, status: str) -> TrainResult:
 def finish_run(run_dir: Path, config: RunConfig, trainer: Trainer, splits: MarketSplits, result: TrainResult) -> RunOutcome:
     """Final evaluation and every file of the run folder; the checkpoint first, as it matters most.
 
-    The last weights get a validation backtest too; the test split is evaluated once, with the weights
-    chosen on validation (`select_best`) or the last ones."""
-    trainer.validate(time.perf_counter())
+    The test split is evaluated once, with the weights chosen on validation (`select_best`; the last
+    weights get a validation backtest too, to compete) or the last ones."""
+    if config.select_best:
+        trainer.validate(time.perf_counter())
     save_checkpoint(run_dir / "checkpoint.pt", trainer, splits.normalizer)
     write_metrics(run_dir, trainer.history)
     env_config = config.env_config()

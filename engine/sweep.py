@@ -142,7 +142,7 @@ def run_ray(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict, a
     rows = list(done.values())
     if pending:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 **({} if address else {"num_cpus": max(1, int(sum(1 for _ in pending) * cpus_per_trial))}))
+                 **({} if address else {"num_cpus": max(1, int(len(pending) * cpus_per_trial))}))
         base_values = base.to_dict()
 
         def trainable(point: dict) -> None:
