@@ -127,6 +127,7 @@ class AsymApp(App):
             self.notify(str(exc), severity="error")
             return
         self.query_one("#trainer", Select).value = config.trainer
+        self.query_one("#algorithm", Select).value = config.algorithm
         self.query_one("#amp", Switch).value = config.use_amp
         self.query_one("#compile", Switch).value = config.compile_model
         self.query_one("#num_envs", Input).value = str(config.num_envs)
@@ -149,6 +150,7 @@ class AsymApp(App):
         chosen = trainer or str(self.query_one("#trainer", Select).value)
         overrides = {
             "trainer": "optimized" if chosen == "both" else chosen,
+            "algorithm": str(self.query_one("#algorithm", Select).value),
             "use_amp": self.query_one("#amp", Switch).value,
             "compile_model": self.query_one("#compile", Switch).value,
             "num_envs": int(num_envs.value),
@@ -194,7 +196,7 @@ class AsymApp(App):
         self.stop_event = threading.Event()
         self.set_running(True)
         what = "original then optimized" if compare else config.trainer
-        self.log_line(f"Starting {what}: preset {config.preset}, {config.num_envs} envs, AMP {'on' if config.use_amp else 'off'}, "
+        self.log_line(f"Starting {what}: preset {config.preset}, {config.algorithm}, {config.num_envs} envs, AMP {'on' if config.use_amp else 'off'}, "
                       f"compile {'on' if config.compile_model else 'off'}, {config.duration_s:g} s, data {config.data}")
         self.train_in_background(config, compare)
 
@@ -290,10 +292,13 @@ class AsymApp(App):
         for outcome in message.outcomes:
             summary = outcome.summary
             test = summary.get("test", {})
+            unseen = (summary.get("learning") or {}).get("unseen") or {}
+            unseen_text = (f"; unseen series Sharpe {unseen['agent_sharpe']:.2f} vs trailing rule {unseen['trailing_rule_sharpe']:.2f}"
+                           if unseen else "")
             self.log_line(f"[b]{summary['trainer']}[/b] {summary['status']} ({summary['stop_reason']}): "
                           f"{summary['throughput']['episodes_per_min']:,.0f} episodes/min, test Sharpe "
                           f"{test.get('agent', {}).get('sharpe', float('nan')):.2f} vs buy-and-hold "
-                          f"{test.get('buy_and_hold', {}).get('sharpe', float('nan')):.2f} → {outcome.run_dir}")
+                          f"{test.get('buy_and_hold', {}).get('sharpe', float('nan')):.2f}{unseen_text} → {outcome.run_dir}")
         if len(message.outcomes) == 2 and not self.quitting:
             self.push_screen(ComparisonScreen(message.outcomes[0].summary, message.outcomes[1].summary))
         if self.quitting:

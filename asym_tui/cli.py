@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from engine.config import ConfigError, load_config, parse_duration
 from engine.data import DataError
@@ -67,11 +68,12 @@ def build_parser() -> Parser:
     add_run_options(compare)
     compare.set_defaults(handler=cmd_compare)
 
-    evaluate = commands.add_parser("eval", help="backtest a checkpoint next to buy-and-hold, flat and random")
+    evaluate = commands.add_parser("eval", help="backtest a checkpoint on any data next to buy-and-hold, the best constant and the trend rule")
     evaluate.add_argument("checkpoint", help="checkpoint.pt or its run folder")
-    evaluate.add_argument("--data", help="data source (default: the run's)")
-    evaluate.add_argument("--split", choices=("train", "validation", "test", "all"), default="test")
-    evaluate.add_argument("--last", action="store_true", help="the last weights, not the best-validation ones")
+    evaluate.add_argument("--data", help="data source, e.g. synthetic:seed=42 (default: the run's)")
+    evaluate.add_argument("--split", choices=("train", "validation", "test", "all"), help="part of the series (default: test of the run's data, all of other data)")
+    evaluate.add_argument("--last", action="store_true", help="the last weights, not the ones chosen on validation")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=cmd_eval)
 
     presets = commands.add_parser("presets", help="list presets or show one")
@@ -145,6 +147,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", help="training time, e.g. 30s, 2m, 1h")
     parser.add_argument("--episodes", type=int, help="episode budget")
     parser.add_argument("--num-envs", type=int, help="parallel episodes (optimized trainer)")
+    parser.add_argument("--algorithm", choices=("ppo", "reinforce"), help="optimized trainer's algorithm (the original always runs REINFORCE)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, help="mixed precision")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the policy")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, help="capture the rollout as a CUDA graph")
@@ -159,7 +162,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 def overrides_from(args) -> dict:
     flags = {"data": args.data, "num_envs": args.num_envs, "use_amp": args.amp, "compile_model": args.compile,
              "cuda_graphs": args.cuda_graphs, "device": args.device, "seed": args.seed, "out_dir": args.out,
-             "run_name": args.name, "max_episodes": args.episodes, "trainer": getattr(args, "trainer", None)}
+             "run_name": args.name, "max_episodes": args.episodes, "trainer": getattr(args, "trainer", None),
+             "algorithm": args.algorithm}
     overrides = {key: value for key, value in flags.items() if value is not None}
     if args.duration is not None:
         overrides["duration_s"] = parse_duration(args.duration)
@@ -233,31 +237,19 @@ def cmd_compare(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from engine.config import RunConfig, apply_overrides
-    from engine.data import load_candles, split_bounds
-    from engine.evaluation import evaluate_split
-    from engine.features import Normalizer, build_features
-    from engine.metrics import periods_per_year
-    from engine.model import AsymmetricPolicyNetwork, ModelShape
-    from engine.runs import load_checkpoint
+    import json
 
-    state = load_checkpoint(args.checkpoint)
-    config = apply_overrides(RunConfig(), state["config"], f"checkpoint {args.checkpoint}")
-    candles = load_candles(args.data or config.data)
-    features = Normalizer.from_state_dict(state["normalizer"]).apply(build_features(candles, config.macro_window, config.micro_window))
-    bounds = split_bounds(len(features), config.train_fraction, config.validation_fraction)
-    split = features if args.split == "all" else features.rows(bounds[args.split])
-    model = AsymmetricPolicyNetwork(ModelShape(**state["model_shape"]))
-    best = state["trainer"].get("best")
-    use_best = best is not None and config.select_best and not args.last
-    model.load_state_dict(best["model"] if use_best else state["trainer"]["model"])
-    bar_seconds = candles.attrs["timeframe"].total_seconds()
-    results = evaluate_split(model.eval(), split, config.env_config(), bar_seconds, config.seed)
+    from engine.runs import evaluate_checkpoint
+
+    split = args.split or ("all" if args.data else "test")
+    report = evaluate_checkpoint(args.checkpoint, args.data, split, args.last)
+    if args.json:
+        print(json.dumps(report, indent=2, default=float))
+        return 0
     console = Console()
-    weights = f"best-validation weights (after {best['episodes']:,} episodes)" if use_best else "last weights"
-    console.print(f"[bold]{args.data or config.data}[/] — {args.split} split, {len(split):,} bars, "
-                  f"{periods_per_year(bar_seconds):,.0f} periods/year, {weights}")
-    console.print(metrics_table({name: backtest.metrics for name, backtest in results.items()}, "Backtest (greedy agent vs baselines)"))
+    console.print(f"[bold]{report['data']}[/] — {split} split, {report['bars']:,} bars, "
+                  f"{report['periods_per_year']:,.0f} periods/year, {report['weights']}", highlight=False)
+    console.print(metrics_table(report["policies"], "Backtest (greedy agent vs baselines)"))
     return 0
 
 
@@ -354,14 +346,15 @@ def bench_table(report: dict) -> Table:
     machine = report["machine"]
     table = Table(title=f"Throughput on {machine.get('gpu', machine['processor'])} ({machine['device']}, torch {machine['torch']}, "
                         f"{report['episode_steps']}-step episodes)")
-    for column in ("configuration", "episodes/min", "env-steps/s", "rollout s/it", "update s/it", "warm-up s",
+    for column in ("configuration", "episodes/min", "env-steps/s", "updates/s", "rollout s/it", "update s/it", "warm-up s",
                    "peak host MB", "peak GPU MB", "× original"):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for row in report["results"]:
         if row["error"] and not row["episodes_per_min"]:
-            table.add_row(row["label"], f"[red]failed: {row['error']}[/]", *[""] * 7)
+            table.add_row(row["label"], f"[red]failed: {row['error']}[/]", *[""] * 8)
             continue
-        table.add_row(row["label"], f"{row['episodes_per_min']:,.0f}", f"{row['steps_per_s']:,.0f}", f"{row['rollout_s']:.3f}",
+        table.add_row(row["label"], f"{row['episodes_per_min']:,.0f}", f"{row['steps_per_s']:,.0f}",
+                      f"{row['optimizer_steps_per_s']:,.1f}", f"{row['rollout_s']:.3f}",
                       f"{row['update_s']:.3f}", f"{row['warmup_s']:.1f}", f"{row['peak_host_mb']:,.0f}",
                       "N/A" if row["peak_device_mb"] is None else f"{row['peak_device_mb']:,.0f}",
                       "—" if row["ratio"] is None else f"{row['ratio']:,.1f}×")
@@ -429,8 +422,9 @@ def cmd_presets_show(args) -> int:
     model = AsymmetricPolicyNetwork()
     layers, parameters = layer_counts(model), parameter_counts(model)
     console.print(f"Model: MacroNet {layers['macro']} Linear layers ({parameters['macro']:,} parameters), "
-                  f"MicroNet {layers['micro']} ({parameters['micro']:,}), head {layers['head']} ({parameters['head']:,}); "
-                  f"total {parameters['total']:,} trainable parameters")
+                  f"MicroNet {layers['micro']} ({parameters['micro']:,}), head {layers['head']} ({parameters['head']:,}): "
+                  f"policy {parameters['policy']:,}; value head {layers['value']} ({parameters['value']:,}); "
+                  f"total {parameters['total']:,} trainable parameters", highlight=False)
     console.print("[dim]bold = set by the preset; dim = default[/]")
     return 0
 
@@ -501,10 +495,10 @@ def progress_display(console: Console, quiet: bool, configs: list):
         config = configs[0]
         done = max(event.elapsed_s / config.duration_s if config.duration_s else 0.0,
                    event.episodes / config.max_episodes if config.max_episodes else 0.0)
-        status = (f"{event.phase} · {event.episodes:,} eps · {event.episodes_per_min:,.0f} eps/min · "
-                  f"{event.steps_per_s:,.0f} steps/s · train Sharpe {event.train_sharpe:.2f}")
-        if event.val_sharpe is not None:
-            status += f" · val Sharpe {event.val_sharpe:.2f}"
+        status = (f"{event.phase} · {event.episodes:,} eps · {event.steps_per_s:,.0f} steps/s · "
+                  f"{event.optimizer_steps_per_s:,.1f} updates/s · train Sharpe {event.train_sharpe:.2f}")
+        if event.val_score is not None:
+            status += f" · val score {event.val_score:.2f}"
         bar.update(tasks[event.trainer], completed=min(100.0, 100 * done), status=status)
 
     with bar:
@@ -518,12 +512,14 @@ def percent(value) -> str:
 def metrics_table(by_policy: dict[str, dict], title: str) -> Table:
     table = Table(title=title)
     table.add_column("policy", style="bold")
-    for column in ("return", "CAGR", "volatility", "Sharpe", "Sortino", "max DD", "Calmar", "trades", "win rate", "exposure"):
+    for column in ("return", "Sharpe", "Sortino", "max DD", "Calmar", "trades", "win rate", "long", "short", "flat"):
         table.add_column(column, justify="right")
+    fraction = lambda value: "—" if value is None else f"{100 * value:.0f}%"
     for name, m in by_policy.items():
-        table.add_row(name.replace("_", " "), percent(m["total_return"]), percent(m["cagr"]), percent(m["volatility"]),
-                      f"{m['sharpe']:.2f}", f"{m['sortino']:.2f}", percent(m["max_drawdown"]), f"{m['calmar']:.2f}",
-                      f"{m.get('trades', 0):,}", percent(m.get("win_rate")), percent(m.get("exposure")))
+        label = name.replace("_", " ") + (f" ({m['position']})" if "position" in m else "")
+        table.add_row(label, percent(m["total_return"]), f"{m['sharpe']:.2f}", f"{m['sortino']:.2f}", percent(m["max_drawdown"]),
+                      f"{m['calmar']:.2f}", f"{m.get('trades', 0):,}", fraction(m.get("win_rate")), fraction(m.get("long")),
+                      fraction(m.get("short")), fraction(m.get("flat")))
     return table
 
 
@@ -531,10 +527,17 @@ def print_run_summary(console: Console, outcome) -> None:
     summary = outcome.summary
     throughput, training = summary["throughput"], summary["training"]
     console.print(f"[bold]{summary['trainer']}[/] run {summary['status']} ({summary['stop_reason']}) → {outcome.run_dir}")
-    console.print(f"  {throughput['episodes']:,} episodes, {throughput['env_steps']:,} env-steps in {throughput['train_s']:.1f} s of training "
-                  f"({throughput['episodes_per_min']:,.0f} episodes/min, {throughput['steps_per_s']:,.0f} steps/s); "
-                  f"updates macro:micro {training['macro_updates']}:{training['micro_updates']}")
+    console.print(f"  {summary.get('algorithm', '')}: {throughput['episodes']:,} episodes, {throughput['env_steps']:,} env-steps in "
+                  f"{throughput['train_s']:.1f} s of training ({throughput['steps_per_s']:,.0f} steps/s, "
+                  f"{throughput.get('optimizer_steps_per_s') or 0:,.1f} optimizer steps/s); "
+                  f"updates macro:micro {training['macro_updates']}:{training['micro_updates']}", highlight=False)
     console.print(metrics_table(summary["test"], "Test split (greedy agent vs baselines)"))
+    unseen = (summary.get("learning") or {}).get("unseen")
+    if unseen:
+        console.print(f"  unseen series ({len(unseen['series'])}): agent Sharpe {unseen['agent_sharpe']:.2f} · trailing rule "
+                      f"{unseen['trailing_rule_sharpe']:.2f} · buy-and-hold {unseen['buy_and_hold_sharpe']:.2f} · "
+                      f"beats buy-and-hold on {unseen['beats_buy_and_hold']} · long {unseen['long']:.0%} / short {unseen['short']:.0%}",
+                      highlight=False)
 
 
 def print_comparison(console: Console, original: dict, optimized: dict) -> None:
@@ -549,6 +552,29 @@ def print_comparison(console: Console, original: dict, optimized: dict) -> None:
     ratio = speedup(original, optimized)
     table.add_row("[bold]speedup[/]", "1.0×", f"[bold]{ratio:,.1f}×[/]" if ratio else "N/A", "optimized" if ratio and ratio > 1 else "—")
     console.print(table)
+    chart = quality_chart(original, optimized, width=min(console.width, 100))
+    if chart:
+        console.print(Text.from_ansi(chart))
+
+
+def quality_chart(original: dict, optimized: dict, width: int = 80) -> str:
+    """Validation score against wall time for both runs on one plotext chart (time-to-quality)."""
+    import plotext as plt
+
+    curves = [(summary.get("trainer", "run"), (summary.get("learning") or {}).get("validations") or []) for summary in (original, optimized)]
+    if not any(validations for _, validations in curves):
+        return ""
+    plt.clear_figure()
+    plt.plotsize(width, 16)
+    plt.title("validation score (validation and its mirror) against wall time")
+    plt.xlabel("seconds")
+    for name, validations in curves:
+        if validations:
+            plt.plot([v["elapsed_s"] for v in validations], [v["val_score"] for v in validations], label=name, marker="braille")
+    target = (optimized.get("learning") or {}).get("quality_target")
+    if target:
+        plt.hline(target)
+    return plt.build()
 
 
 if __name__ == "__main__":

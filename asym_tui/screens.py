@@ -36,6 +36,7 @@ class ComparisonScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="wide"):
             yield Label(self.title_text, classes="dialog-title")
+            yield Chart("Validation score against wall time (time-to-quality)", "score", "seconds", id="quality-chart")
             yield DataTable(id="comparison", cursor_type="row", zebra_stripes=True)
             yield Button("Close", id="close")
 
@@ -46,6 +47,11 @@ class ComparisonScreen(ModalScreen):
             table.add_row(row.metric, row.format(row.original), row.format(row.optimized), row.winner)
         ratio = speedup(self.original, self.optimized)
         table.add_row("speedup (episodes/min)", "1.0×", _number(ratio, "{:,.1f}×"), "optimized" if ratio and ratio > 1 else "—")
+        lines = []
+        for summary in (self.original, self.optimized):
+            validations = (summary.get("learning") or {}).get("validations") or []
+            lines.append((summary.get("trainer", "run"), [v["elapsed_s"] for v in validations], [v["val_score"] for v in validations]))
+        self.query_one("#quality-chart", Chart).draw(lines)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss()

@@ -17,6 +17,7 @@ from engine.trainers import Progress
 
 NUM_ENVS_LIMIT = {"cpu": 4096, "mps": 1024, "cuda": 65536}  # beyond these the device can't hold the rollout
 TRAINER_CHOICES = [("Optimized", "optimized"), ("Original", "original"), ("Both (compare)", "both")]
+ALGORITHM_CHOICES = [("PPO", "ppo"), ("REINFORCE", "reinforce")]
 
 
 def is_duration(text: str) -> bool:
@@ -38,6 +39,8 @@ class ControlPanel(VerticalScroll):
         yield Select([(name, name) for name in self.presets], id="preset", allow_blank=False, compact=True)
         yield Label("Trainer")
         yield Select(TRAINER_CHOICES, id="trainer", allow_blank=False, value="optimized", compact=True)
+        yield Label("Algorithm (optimized)")
+        yield Select(ALGORITHM_CHOICES, id="algorithm", allow_blank=False, value="ppo", compact=True)
         with Horizontal(classes="switch-row"):
             yield Switch(id="amp")
             yield Label("AMP", classes="switch-label")
@@ -78,13 +81,13 @@ class Series:
         self.utilisation.append(event.utilisation if event.utilisation is not None else math.nan)
         self.train_sharpe.append(event.train_sharpe)
         self.portfolio.append(event.portfolio)
-        if event.val_sharpe is not None and event.val_sharpe != self.last_val_sharpe:
-            self.last_val_sharpe = event.val_sharpe
+        if event.val_score is not None and event.val_score != self.last_val_sharpe:
+            self.last_val_sharpe = event.val_score  # the selection score: validation and its mirror image
             self.val_minutes.append(minute)
-            self.val_sharpe.append(event.val_sharpe)
+            self.val_sharpe.append(event.val_score)
 
 
-KEY_NUMBERS = ("episodes/min", "steps/s", "device", "memory", "portfolio", "return", "Sharpe", "max DD", "macro:micro", "phase")
+KEY_NUMBERS = ("episodes/min", "steps/s", "device", "memory", "portfolio", "return", "Sharpe", "max DD", "updates", "phase")
 
 
 class KeyNumber(Static):
@@ -102,11 +105,12 @@ class KeyNumbers(Grid):
 
     def show(self, event: Progress | None, initial_equity: float = 10_000.0) -> None:
         values = dict.fromkeys(KEY_NUMBERS, "—")
-        titles = {"device": "CPU %", "portfolio": "portfolio", "return": "return"}
+        titles = {"device": "CPU %", "portfolio": "portfolio", "return": "return", "updates": "updates macro:micro, /s"}
         if event is not None:
             # The greedy backtest on validation is the honest figure; before the first one, training episodes.
             source = "val" if event.val_portfolio is not None else "train"
-            titles = {"device": f"{event.device_label} %", "portfolio": f"portfolio ({source})", "return": f"return ({source})"}
+            titles = {"device": f"{event.device_label} %", "portfolio": f"portfolio ({source})", "return": f"return ({source})",
+                      "updates": "updates macro:micro, /s"}
             portfolio = event.val_portfolio if event.val_portfolio is not None else event.portfolio
             values.update({
                 "episodes/min": f"{event.episodes_per_min:,.0f}",
@@ -117,7 +121,7 @@ class KeyNumbers(Grid):
                 "return": "—" if math.isnan(portfolio) else f"{100 * (portfolio / initial_equity - 1):+.2f}%",
                 "Sharpe": f"{event.val_sharpe:.2f} val" if event.val_sharpe is not None else f"{event.train_sharpe:.2f} train",
                 "max DD": f"{100 * event.val_drawdown:.1f}%" if event.val_drawdown is not None else "—",
-                "macro:micro": f"{event.macro_updates}:{event.micro_updates}",
+                "updates": f"{event.macro_updates}:{event.micro_updates} · {event.optimizer_steps_per_s:,.1f}/s",
                 "phase": f"{event.phase} ({event.trainer})",
             })
         for title, value in values.items():
@@ -160,7 +164,7 @@ class Chart(PlotextPlot):
 
 class ChartGrid(Grid):
     CHARTS = (("throughput", "Throughput (episodes/min)", "eps/min"), ("device", "Device use (%)", "%"),
-              ("sharpe", "Sharpe (train rolling, validation)", "Sharpe"), ("portfolio", "Portfolio value ($)", "$"))
+              ("sharpe", "Sharpe (train rolling; validation score = val and mirror)", "Sharpe"), ("portfolio", "Portfolio value ($)", "$"))
 
     def compose(self) -> ComposeResult:
         for chart_id, title, ylabel in self.CHARTS:
@@ -174,7 +178,7 @@ class ChartGrid(Grid):
         lines = []
         for name, s in series.items():
             lines.append((f"{name} train", s.minutes, s.train_sharpe))
-            lines.append((f"{name} validation", s.val_minutes, s.val_sharpe))
+            lines.append((f"{name} val score", s.val_minutes, s.val_sharpe))
         self.query_one("#chart-sharpe", Chart).draw(lines)
         self.query_one("#chart-portfolio", Chart).draw([(name, s.minutes, s.portfolio) for name, s in series.items()])
 

@@ -47,6 +47,7 @@ class BenchResult:
     case: BenchCase
     episodes_per_min: float = 0.0
     steps_per_s: float = 0.0
+    optimizer_steps_per_s: float = 0.0
     rollout_s: float = 0.0  # per iteration
     update_s: float = 0.0  # per iteration
     warmup_s: float = 0.0
@@ -76,13 +77,6 @@ def default_cases(device: torch.device, quick: bool, num_envs: list[int] | None 
     return cases
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def measure(case: BenchCase, base: RunConfig, splits: MarketSplits, warmup: int, iterations: int, min_seconds: float) -> BenchResult:
     config = dataclasses.replace(base, trainer=case.trainer, num_envs=max(case.num_envs, base.min_num_envs) if case.trainer == "optimized" else base.num_envs,
                                  use_amp=case.use_amp, compile_model=case.compile_model, cuda_graphs=case.cuda_graphs)
@@ -93,31 +87,22 @@ def measure(case: BenchCase, base: RunConfig, splits: MarketSplits, warmup: int,
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
-        def iteration() -> tuple[float, float]:
-            started = time.perf_counter()
-            rollout = trainer.collect()
-            synchronize(device)
-            collected = time.perf_counter()
-            trainer.learner.learn(rollout)
-            synchronize(device)
-            return collected - started, time.perf_counter() - collected
-
         started = time.perf_counter()
         for _ in range(warmup):
-            iteration()
+            trainer.iterate()
         result.warmup_s = time.perf_counter() - started
-        episodes = steps = 0
+        steps, updates_before = 0, trainer.learner.micro_updates
         while result.iterations < iterations or result.rollout_s + result.update_s < min_seconds:
-            rollout, update = iteration()
-            result.rollout_s += rollout
-            result.update_s += update
+            step = trainer.iterate()
+            result.rollout_s += step.rollout_s
+            result.update_s += step.update_s
             result.iterations += 1
-            batch = trainer.num_envs
-            episodes += batch
-            steps += batch * trainer.episode_length
+            steps += step.env_steps
         total = result.rollout_s + result.update_s
-        result.episodes_per_min = 60 * episodes / total
+        # Episodes as env-steps / episode length: persistent (PPO) episodes end anywhere in a rollout.
+        result.episodes_per_min = 60 * steps / trainer.episode_length / total
         result.steps_per_s = steps / total
+        result.optimizer_steps_per_s = (trainer.learner.micro_updates - updates_before) / total
         result.rollout_s /= result.iterations
         result.update_s /= result.iterations
         result.peak_device_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None

@@ -18,7 +18,7 @@ class ComparisonRow:
     original: float | None
     optimized: float | None
     better: str  # "higher" or "lower": which direction wins
-    unit: str = ""  # "$", "%" (already a percentage), "fraction" (shown as a percentage), "MB", or "" (a number)
+    unit: str = ""  # "$", "%" (already a percentage), "fraction" (shown as a percentage), "MB", "s", or "" (a number)
 
     def format(self, value: float | None) -> str:
         """The table cell for one of the two values."""
@@ -26,7 +26,7 @@ class ComparisonRow:
             return "N/A"
         if self.unit == "fraction":
             return f"{100 * value:.2f}%"
-        return {"$": f"${value:,.2f}", "%": f"{value:,.1f}%", "MB": f"{value:,.0f} MB"}.get(self.unit, f"{value:,.2f}")
+        return {"$": f"${value:,.2f}", "%": f"{value:,.1f}%", "MB": f"{value:,.0f} MB", "s": f"{value:,.0f} s"}.get(self.unit, f"{value:,.2f}")
 
     @property
     def winner(self) -> str:
@@ -44,9 +44,12 @@ def comparison_rows(original: dict, optimized: dict) -> list[ComparisonRow]:
             value = value.get(key) if isinstance(value, dict) else None
         return value
 
+    both = lambda *keys: (get(original, *keys), get(optimized, *keys))
     rows = [
         ComparisonRow("episodes/min", get(original, "throughput", "episodes_per_min"), get(optimized, "throughput", "episodes_per_min"), "higher"),
         ComparisonRow("env-steps/s", get(original, "throughput", "steps_per_s"), get(optimized, "throughput", "steps_per_s"), "higher"),
+        ComparisonRow("optimizer steps/s", *both("throughput", "optimizer_steps_per_s"), "higher"),
+        ComparisonRow("optimizer steps", *both("throughput", "optimizer_steps"), "higher"),
         ComparisonRow("episodes", get(original, "throughput", "episodes"), get(optimized, "throughput", "episodes"), "higher"),
         ComparisonRow(f"{optimized.get('device_label', 'GPU')} use", get(original, "resources", "utilisation_mean"),
                       get(optimized, "resources", "utilisation_mean"), "higher", "%"),
@@ -55,6 +58,9 @@ def comparison_rows(original: dict, optimized: dict) -> list[ComparisonRow]:
         ComparisonRow("Sharpe (test)", get(original, "test", "agent", "sharpe"), get(optimized, "test", "agent", "sharpe"), "higher"),
         ComparisonRow("max drawdown (test)", get(original, "test", "agent", "max_drawdown"), get(optimized, "test", "agent", "max_drawdown"), "higher", "fraction"),
         ComparisonRow("Sharpe (validation)", get(original, "validation", "agent", "sharpe"), get(optimized, "validation", "agent", "sharpe"), "higher"),
+        ComparisonRow("Sharpe (unseen series)", *both("learning", "unseen", "agent_sharpe"), "higher"),
+        ComparisonRow("trailing rule (unseen)", *both("learning", "unseen", "trailing_rule_sharpe"), "higher"),
+        ComparisonRow("time to quality", *both("learning", "time_to_quality_s"), "lower", "s"),
     ]
     return rows
 

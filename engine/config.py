@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from importlib import resources
 import re
 import tomllib
 from dataclasses import dataclass, fields
@@ -14,18 +15,19 @@ import tomli_w
 
 from engine.env import EnvConfig
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = Path(str(resources.files("engine") / "presets"))  # shipped inside the package (wheel included)
 CHOICES = {
     "trainer": ("original", "optimized"),
+    "algorithm": ("ppo", "reinforce"),
     "device": ("auto", "cuda", "mps", "cpu"),
     "reward": ("log", "seed"),
     "amp_dtype": ("bfloat16", "float16"),
     "compile_backend": ("inductor", "aot_eager", "eager"),
 }
-POSITIVE = {"num_envs", "episode_steps", "macro_every", "gradient_accumulation_steps", "update_minibatch", "reward_scale",
+POSITIVE = {"rollout_steps", "ppo_epochs", "ppo_minibatches", "clip_coef", "num_envs", "episode_steps", "macro_every", "gradient_accumulation_steps", "update_minibatch", "reward_scale",
             "lr_macro", "lr_micro", "grad_clip", "macro_window", "micro_window", "initial_equity", "position_size"}
-NON_NEGATIVE = {"duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
-FRACTIONS = {"gamma", "train_fraction", "validation_fraction"}
+NON_NEGATIVE = {"unseen_series", "value_coef", "duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
+FRACTIONS = {"gae_lambda", "gamma", "train_fraction", "validation_fraction"}
 
 
 class ConfigError(ValueError):
@@ -60,17 +62,26 @@ class RunConfig:
     slippage: float = 0.0005  # slippage as a fraction of traded notional
     reward: str = "log"  # "log": log equity growth x reward_scale; "seed": the seed's PnL reward
     reward_scale: float = 100.0  # multiplier of the log reward
+    observe_equity: bool = False  # show the agent equity / episode start equity (off: it leaves its range in backtests)
     initial_equity: float = 10_000.0  # starting portfolio value for reports
-    # REINFORCE
+    # Learning (both algorithms)
+    algorithm: str = "ppo"  # optimized trainer: "ppo" or "reinforce"; the original trainer always runs REINFORCE
     gamma: float = 0.99  # discount factor of returns
-    lr_macro: float = 1e-4  # Adam learning rate of MacroNet
-    lr_micro: float = 5e-4  # Adam learning rate of MicroNet and the decision head
-    macro_every: int = 10  # MacroNet is updated once per this many MicroNet updates
+    lr_macro: float = 3e-4  # Adam learning rate of MacroNet
+    lr_micro: float = 3e-4  # Adam learning rate of MicroNet, the decision head and the value head
+    macro_every: int = 1  # MacroNet is updated once per this many MicroNet updates (the seed used 10: it starves learning)
     grad_clip: float = 1.0  # gradient norm clip
     entropy_coef: float = 0.01  # entropy bonus weight (keeps exploring)
     max_nan_updates: int = 5  # stop after this many non-finite updates in a row (0 = never)
+    # PPO (optimized trainer, algorithm = "ppo")
+    rollout_steps: int = 64  # steps per rollout of the persistent episodes (then the updates)
+    ppo_epochs: int = 4  # passes over each rollout
+    ppo_minibatches: int = 4  # minibatches per pass (each one optimizer step)
+    clip_coef: float = 0.2  # PPO's clip of the probability ratio
+    gae_lambda: float = 0.95  # GAE's lambda
+    value_coef: float = 0.5  # weight of the value loss
     # Optimized trainer
-    num_envs: int = 64  # parallel episodes per rollout
+    num_envs: int = 128  # parallel episodes
     min_num_envs: int = 8  # floor when out-of-memory halves num_envs
     gradient_accumulation_steps: int = 1  # rollouts accumulated per optimizer step (effective batch = num_envs x this)
     update_minibatch: int = 16_384  # samples per forward/backward chunk of the update (bounds memory)
@@ -82,11 +93,17 @@ class RunConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     # Reporting
     eval_every_s: float = 20.0  # seconds between validation backtests during training (0 = only at the end)
-    select_best: bool = True  # test with the weights of the best validation Sharpe (selection never looks at test)
+    select_best: bool = True  # test with the latest weights within noise of the best validation score (never looks at test)
+    unseen_series: int = 4  # fresh synthetic series the final model is also judged on (0 = none)
     progress_every_s: float = 0.25  # minimum seconds between progress events
 
     def env_config(self) -> EnvConfig:
-        return EnvConfig(self.episode_steps, self.position_size, self.allow_short, self.commission, self.slippage, self.reward, self.reward_scale)
+        """The market rules: every EnvConfig field, taken by name from this config."""
+        return EnvConfig(**{f.name: getattr(self, f.name) for f in fields(EnvConfig)})
+
+    @property
+    def learning_algorithm(self) -> str:
+        return "reinforce" if self.trainer == "original" else self.algorithm
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

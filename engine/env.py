@@ -7,7 +7,13 @@ Both follow the same rules (SPEC §4), checked against each other in tests/test_
 - the step's growth is 1 + level x position_size x (close_{t+1} / close_t - 1), floored at 0, so equity never
   goes negative; an episode whose equity falls to (almost) nothing ends there ("ruin");
 - reward = log(equity_{t+1} / equity_t) x reward_scale, fees included ("log"), or the seed's
-  position PnL / initial equity x 100 - 0.01 per trade ("seed").
+  position PnL / initial equity x 100 - 0.01 per trade ("seed");
+- the observation's last entry is equity / episode start equity only when `observe_equity` is on; by
+  default it is the constant 1.0: in a whole-split backtest that ratio leaves its training range, and
+  an agent that reads it learns to react to its own past luck rather than to the market.
+
+`VectorizedTradingEnv.step_autoreset` is the persistent mode PPO uses: episodes that end (ruin =
+terminated, `episode_steps` reached = truncated) start again at a fresh random bar in the same call.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class EnvConfig:
     slippage: float = 0.0005  # fraction of traded notional
     reward: str = "log"  # "log" (log equity growth, fees included) or "seed" (the seed's PnL reward)
     reward_scale: float = 100.0  # multiplier of the log reward
+    observe_equity: bool = False  # put equity / start equity in the observation (else the constant 1.0)
 
     @property
     def min_level(self) -> int:
@@ -130,7 +137,7 @@ class TradingEnv(gym.Env):
         return self._observation(), float(reward), bool(terminated), bool(truncated), self._info()
 
     def _observation(self) -> np.ndarray:
-        state = np.array([self.level, self.equity], dtype=np.float32)
+        state = np.array([self.level, self.equity if self.config.observe_equity else 1.0], dtype=np.float32)
         return np.concatenate([self.table[self.row], state])
 
     def _info(self) -> dict:
@@ -161,26 +168,43 @@ class VectorizedTradingEnv:
         self.level = torch.zeros(num_envs, device=self.device)
         self.equity = torch.ones(num_envs, device=self.device)
         self.alive = torch.ones(num_envs, dtype=torch.bool, device=self.device)
-        self.steps = 0
+        self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)  # steps taken in each episode
+        self.length = torch.full((num_envs,), self.episode_length, dtype=torch.long, device=self.device)  # its length
+        self.steps = 0  # steps since the last reset() (the fixed-length, all-episodes-together mode)
+
+    def random_starts(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        draws = torch.randint(0, self.starts.total, (self.num_envs,), device=self.device, generator=generator)
+        return draws + self.start_shift[torch.bucketize(draws, self.start_ends, right=True)]
 
     def reset(self, starts: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        if starts is None:
-            draws = torch.randint(0, self.starts.total, (self.num_envs,), device=self.device, generator=generator)
-            starts = draws + self.start_shift[torch.bucketize(draws, self.start_ends, right=True)]
-        self.start.copy_(starts)
+        self.start.copy_(self.random_starts(generator) if starts is None else starts)
         self.level.zero_()
         self.equity.fill_(1.0)
         self.alive.fill_(True)
+        self.t.zero_()
+        self.length.fill_(self.episode_length)
         self.steps = 0
         return self.observation()
 
+    def stagger(self, generator: torch.Generator | None = None) -> None:
+        """Move each episode a random number of steps into itself, so persistent episodes end at
+        different times instead of all together."""
+        offset = torch.randint(0, self.episode_length, (self.num_envs,), device=self.device, generator=generator)
+        self.start.add_(offset)
+        self.t.zero_()
+        self.length.copy_(self.episode_length - offset)
+
+    def state(self) -> torch.Tensor:
+        """(N, 2): exposure level and the equity entry of the observation."""
+        equity = self.equity if self.config.observe_equity else torch.ones_like(self.equity)
+        return torch.stack([self.level, equity], dim=1)
+
     def observation(self) -> torch.Tensor:
-        features = self.table.index_select(0, self.rows())
-        return torch.cat([features, self.level.unsqueeze(1), self.equity.unsqueeze(1)], dim=1)
+        return torch.cat([self.table.index_select(0, self.rows()), self.state()], dim=1)
 
     def rows(self) -> torch.Tensor:
         """The bar (row of the split) each episode is at now."""
-        return self.start + self.steps
+        return self.start + self.t
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply actions (N,) and return (next observation, reward); all episodes end together."""
@@ -194,7 +218,7 @@ class VectorizedTradingEnv:
         new_level = (self.level + delta).clamp(config.min_level, 1.0)
         traded = (new_level - self.level).abs() * config.position_size
         fee_factor = 1.0 - traded * config.fee_rate
-        bar_return = self.returns.index_select(0, self.start + self.steps)
+        bar_return = self.returns.index_select(0, self.rows())
         growth = (1.0 + new_level * config.position_size * bar_return).clamp(min=0.0)
         alive = self.alive.float()
         if config.reward == "seed":
@@ -202,12 +226,33 @@ class VectorizedTradingEnv:
             reward = (pnl * 100.0 - SEED_TRADE_PENALTY * (traded > 0).float()) * alive
         else:
             reward = (fee_factor.log() + growth.clamp(min=1e-12).log()) * (config.reward_scale * alive)
-        # A ruined episode keeps its (tiny) equity and level; it earns nothing more.
-        self.equity = torch.where(self.alive, self.equity * fee_factor * growth, self.equity)
-        self.level = torch.where(self.alive, new_level, self.level)
-        self.alive = self.alive & (self.equity > RUIN_EQUITY)
+        # A ruined episode keeps its (tiny) equity and level; it earns nothing more. State is updated in
+        # place so that a captured CUDA graph keeps reading and writing the same tensors.
+        self.equity.copy_(torch.where(self.alive, self.equity * fee_factor * growth, self.equity))
+        self.level.copy_(torch.where(self.alive, new_level, self.level))
+        self.alive.copy_(self.alive & (self.equity > RUIN_EQUITY))
+        self.t += 1
         self.steps += 1
         return reward
+
+    def step_autoreset(self, actions: torch.Tensor, generator: torch.Generator | None = None):
+        """Apply actions; episodes that end start again at a fresh random bar.
+
+        Returns (reward, terminated, truncated, final_rows, final_state, final_equity): the last three
+        describe each episode *before* any reset (its next observation had it gone on, and its equity),
+        so a learner can bootstrap the value of a truncated episode. No host synchronisation."""
+        reward = self.advance(actions)
+        terminated = ~self.alive
+        truncated = (self.t >= self.length) & self.alive
+        final_rows, final_state, final_equity = self.rows().clamp(max=self.table.shape[0] - 1), self.state(), self.equity.clone()
+        done = terminated | truncated
+        self.start.copy_(torch.where(done, self.random_starts(generator), self.start))
+        self.t.masked_fill_(done, 0)
+        self.length.masked_fill_(done, self.episode_length)
+        self.level.masked_fill_(done, 0.0)
+        self.equity.masked_fill_(done, 1.0)
+        self.alive.copy_(self.alive | done)
+        return reward, terminated, truncated, final_rows, final_state, final_equity
 
     @property
     def done(self) -> bool:

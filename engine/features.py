@@ -33,18 +33,21 @@ class Features:
     close: np.ndarray  # (rows,) float64
     timestamps: np.ndarray  # (rows,) datetime64[ns], UTC
     segment_lengths: tuple[int, ...] | None = None  # independent series back to back (mirror augmentation)
+    trend: np.ndarray | None = None  # (rows,) raw mean log return over the macro window (the trailing-return rule)
 
     def __len__(self) -> int:
         return len(self.close)
 
     def rows(self, selection: slice) -> Features:
-        return Features(self.macro[selection], self.micro[selection], self.close[selection], self.timestamps[selection])
+        trend = None if self.trend is None else self.trend[selection]
+        return Features(self.macro[selection], self.micro[selection], self.close[selection], self.timestamps[selection], None, trend)
 
     def followed_by(self, other: Features) -> Features:
         """This series and another as two segments that episodes never cross."""
+        trend = None if self.trend is None or other.trend is None else np.concatenate([self.trend, other.trend])
         return Features(np.concatenate([self.macro, other.macro]), np.concatenate([self.micro, other.micro]),
                         np.concatenate([self.close, other.close]), np.concatenate([self.timestamps, other.timestamps]),
-                        (len(self), len(other)))
+                        (len(self), len(other)), trend)
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Normalizer:
         return Features(
             scaled(features.macro, self.macro_mean, self.macro_std),
             scaled(features.micro, self.micro_mean, self.micro_std),
-            features.close, features.timestamps, features.segment_lengths,
+            features.close, features.timestamps, features.segment_lengths, features.trend,
         )
 
     def state_dict(self) -> dict:
@@ -93,6 +96,7 @@ class MarketSplits:
     normalizer: Normalizer
     bar_seconds: float
     notes: tuple[str, ...] = ()  # what loading found that a user should see (duplicates dropped, gaps)
+    validation_mirror: Features | None = None  # the validation split's mirror image: model selection scores both
 
     def __getitem__(self, name: str) -> Features:
         return getattr(self, name)
@@ -155,6 +159,7 @@ def build_features(candles: pd.DataFrame, macro_window: int = 492, micro_window:
         micro=micro.astype(np.float32),
         close=candles["close"].to_numpy(dtype=np.float64)[first_row:],
         timestamps=candles["timestamp"].to_numpy()[first_row:],
+        trend=macro[:, INDICATORS.index("log_return")].astype(np.float64),
     )
 
 
@@ -184,13 +189,17 @@ def prepare_splits(
     features = build_features(candles, macro_window, micro_window)
     bounds = split_bounds(len(features), train_fraction, validation_fraction)
     train = features.rows(bounds["train"])
+    warmup = len(candles) - len(features)  # candle index of feature row 0
     if mirror_train:
-        end = len(candles) - len(features) + bounds["train"].stop  # candles up to the train split's last bar
+        end = warmup + bounds["train"].stop  # candles up to the train split's last bar
         train = train.followed_by(build_features(mirror_candles(candles.iloc[:end]), macro_window, micro_window))
     normalizer = Normalizer.fit(train)
     splits = {name: normalizer.apply(train if name == "train" else features.rows(bounds[name])) for name in bounds}
+    # The mirror of everything up to the validation split's end, so its features have their full history.
+    mirrored = build_features(mirror_candles(candles.iloc[: warmup + bounds["validation"].stop]), macro_window, micro_window)
     bar_seconds = candles.attrs["timeframe"].total_seconds() if "timeframe" in candles.attrs else 300.0
-    return MarketSplits(**splits, normalizer=normalizer, bar_seconds=bar_seconds)
+    return MarketSplits(**splits, normalizer=normalizer, bar_seconds=bar_seconds,
+                        validation_mirror=normalizer.apply(mirrored.rows(bounds["validation"])))
 
 
 def feature_names() -> list[str]:

@@ -46,7 +46,8 @@ def trade_returns(equity: np.ndarray, levels: np.ndarray, fee_rate: float = 0.0,
 
 
 def compute_metrics(equity: np.ndarray, bar_seconds: float, levels: np.ndarray | None = None, fee_rate: float = 0.0, position_size: float = 1.0) -> dict[str, float]:
-    """Total return, CAGR, volatility, Sharpe, Sortino, max drawdown, Calmar, trades, win rate, exposure."""
+    """Total return, CAGR, volatility, Sharpe, Sortino, max drawdown, Calmar, trades, win rate, exposure and
+    the fractions of bars spent long, short and flat."""
     equity = np.asarray(equity, dtype=np.float64)
     returns = equity[1:] / equity[:-1] - 1
     per_year = periods_per_year(bar_seconds)
@@ -75,6 +76,9 @@ def compute_metrics(equity: np.ndarray, bar_seconds: float, levels: np.ndarray |
             trades=len(trades),
             win_rate=float((trades > 0).mean()) if len(trades) else 0.0,
             exposure=float(np.mean(np.asarray(levels) != 0)) if len(levels) else 0.0,
+            long=float(np.mean(np.asarray(levels) > 0)) if len(levels) else 0.0,
+            short=float(np.mean(np.asarray(levels) < 0)) if len(levels) else 0.0,
+            flat=float(np.mean(np.asarray(levels) == 0)) if len(levels) else 0.0,
         )
     return metrics
 

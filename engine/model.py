@@ -4,6 +4,15 @@ Layer counts follow the seed exactly (37 / 10 / 4 Linear layers, BatchNorm after
 widths are chosen so the total is about 83.8k trainable parameters at the default feature sizes.
 MacroNet's hidden layers are residual (x + ReLU(BN(Linear(x)))) so 37 layers train.
 
+What makes this deep network learn under RL (measured, see docs/learning.md):
+- each residual branch starts at zero (its BatchNorm scale is 0), so at initialization MacroNet is a
+  two-layer map and the gradient reaches the input projection through 35 identities; the depth is
+  grown into during training instead of scrambling the features from the first step;
+- the logit layer starts 100x smaller than PyTorch's default, so the first policy is almost uniform
+  and does not depend on noise in the untrained features (no action is favoured by chance);
+- a small value head beside the logits (PPO's baseline) shares the embeddings, so predicting returns
+  also shapes what MacroNet extracts.
+
 BatchNorm: both trainers keep the network in eval mode for sampling *and* for the loss, so the policy
 that acts is exactly the policy that is differentiated. Running statistics are refreshed explicitly
 by `refresh_batchnorm(observations)` — a no-grad train-mode pass over the rollout just used — after
@@ -21,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MACRO_LINEAR_LAYERS, MICRO_LINEAR_LAYERS, HEAD_LINEAR_LAYERS = 37, 10, 4
-HOLD_BIAS = (1.5, 0.0, 0.0)  # initial logit bias of HOLD, BUY, SELL
+LOGIT_INIT_SCALE = 0.01  # the logit layer's initial weights, relative to PyTorch's default
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class ModelShape:
     micro_width: int = 63
     micro_output: int = 32
     head_width: int = 32
+    value_width: int = 32
 
 
 class BatchNorm(nn.BatchNorm1d):
@@ -51,6 +61,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int):
         super().__init__()
         self.linear, self.norm = nn.Linear(width, width), BatchNorm(width)
+        nn.init.zeros_(self.norm.weight)  # the block starts as the identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + torch.relu(self.norm(self.linear(x)))
@@ -94,21 +105,46 @@ class DecisionHead(nn.Module):
         width = shape.head_width
         inputs = shape.macro_embedding + shape.micro_output + 2
         self.layers = nn.Sequential(_dense(inputs, width), _dense(width, width), _dense(width, width // 2), nn.Linear(width // 2, 3))
-        # An untrained agent should mostly hold rather than pay fees at random: P(HOLD) starts near 0.7.
-        with torch.no_grad():
-            self.layers[-1].bias.copy_(torch.tensor(HOLD_BIAS))
+        with torch.no_grad():  # a near-uniform first policy, whatever the features say
+            self.layers[-1].weight.mul_(LOGIT_INIT_SCALE)
+            self.layers[-1].bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
 
+class ValueHead(nn.Module):
+    """2 Linear layers from the head's input to the expected discounted return (PPO's baseline)."""
+
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        inputs = shape.macro_embedding + shape.micro_output + 2
+        self.layers = nn.Sequential(nn.Linear(inputs, shape.value_width), nn.ReLU(), nn.Linear(shape.value_width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x).squeeze(-1)
+
+
+class PolicyAndValue(nn.Module):
+    """The head and the value head on the same input: (logits, value)."""
+
+    def __init__(self, head: DecisionHead, value_head: ValueHead):
+        super().__init__()
+        self.head, self.value_head = head, value_head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(x), self.value_head(x)
+
+
 class AsymmetricPolicyNetwork(nn.Module):
-    """Observation [macro | micro | level | equity ratio] → logits for HOLD, BUY, SELL."""
+    """Observation [macro | micro | level | equity ratio] → logits for HOLD, BUY, SELL (and a value)."""
 
     def __init__(self, shape: ModelShape = ModelShape()):
         super().__init__()
         self.shape = shape
         self.macro_net, self.micro_net, self.head = MacroNet(shape), MicroNet(shape), DecisionHead(shape)
+        self.value_head = ValueHead(shape)
+        self.heads = PolicyAndValue(self.head, self.value_head)
 
     def embed(self, observation: torch.Tensor, update_macro: bool = True) -> torch.Tensor:
         """[MacroNet embedding | MicroNet output]: the position-independent part of the network."""
@@ -118,12 +154,19 @@ class AsymmetricPolicyNetwork(nn.Module):
             macro_embedding = self.macro_net(observation[:, :macro_dim])
         return torch.cat([macro_embedding, self.micro_net(observation[:, macro_dim : macro_dim + micro_dim])], dim=1)
 
-    def forward(self, observation: torch.Tensor, update_macro: bool = True) -> torch.Tensor:
+    def head_input(self, observation: torch.Tensor, update_macro: bool = True) -> torch.Tensor:
         state = observation[:, self.shape.macro_dim + self.shape.micro_dim :]
-        return self.head(torch.cat([self.embed(observation, update_macro), state], dim=1))
+        return torch.cat([self.embed(observation, update_macro), state], dim=1)
+
+    def forward(self, observation: torch.Tensor, update_macro: bool = True) -> torch.Tensor:
+        return self.head(self.head_input(observation, update_macro))
+
+    def value(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.value_head(self.head_input(observation))
 
     def micro_parameters(self) -> list[nn.Parameter]:
-        return [*self.micro_net.parameters(), *self.head.parameters()]
+        """Everything MacroNet's optimizer does not own: MicroNet, the head and the value head."""
+        return [*self.micro_net.parameters(), *self.head.parameters(), *self.value_head.parameters()]
 
     @torch.no_grad()
     def refresh_batchnorm(self, observations: torch.Tensor, cumulative: bool = False) -> None:
@@ -193,7 +236,8 @@ def layer_counts(model: AsymmetricPolicyNetwork) -> dict[str, int]:
     def linear_layers(module: nn.Module) -> int:
         return sum(isinstance(m, nn.Linear) for m in module.modules())
 
-    return {"macro": linear_layers(model.macro_net), "micro": linear_layers(model.micro_net), "head": linear_layers(model.head)}
+    return {"macro": linear_layers(model.macro_net), "micro": linear_layers(model.micro_net), "head": linear_layers(model.head),
+            "value": linear_layers(model.value_head)}
 
 
 def parameter_counts(model: AsymmetricPolicyNetwork) -> dict[str, int]:
@@ -201,5 +245,7 @@ def parameter_counts(model: AsymmetricPolicyNetwork) -> dict[str, int]:
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
     counts = {"macro": trainable(model.macro_net), "micro": trainable(model.micro_net), "head": trainable(model.head)}
-    counts["total"] = sum(counts.values())
+    counts["policy"] = sum(counts.values())
+    counts["value"] = trainable(model.value_head)
+    counts["total"] = counts["policy"] + counts["value"]
     return counts

@@ -24,14 +24,15 @@ import torch
 
 from engine.config import RunConfig, apply_overrides
 from engine.data import load_candles
-from engine.evaluation import evaluate_split
+from engine.evaluation import evaluate_split, rule_validation_score, source_features, unseen_report, unseen_sources
 from engine.features import MarketSplits, Normalizer, prepare_splits
-from engine.model import layer_counts, parameter_counts
+from engine.model import AsymmetricPolicyNetwork, ModelShape, layer_counts, parameter_counts
 from engine.trainers import Event, Trainer, TrainResult, make_trainer
 
 VERSION = "0.1.0"
 CHECKPOINT_FORMAT = 1
 MIN_FREE_BYTES = 50 * 2**20
+QUALITY_FRACTION = 0.5  # time-to-quality: first validation score at this fraction of the trailing rule's
 RUN_FILES = ("config.json", "metrics.csv", "summary.json", "checkpoint.pt", "equity_test.csv", "report.png")
 
 
@@ -212,12 +213,25 @@ def finish_run(run_dir: Path, config: RunConfig, trainer: Trainer, splits: Marke
                    for name in ("validation", "test")}
     summary = build_summary(config, trainer, result, evaluations)
     summary["selected_model"] = selection
+    summary["learning"] = learning_record(config, trainer, splits, model)
     atomic_write_json(run_dir / "summary.json", summary)
     write_equity(run_dir / "equity_test.csv", splits.test, evaluations["test"], config.initial_equity)
     from engine.report import write_report
 
     write_report(run_dir / "report.png", trainer.history, evaluations["test"], splits.test, summary)
     return RunOutcome(run_dir, summary, result)
+
+
+def learning_record(config: RunConfig, trainer: Trainer, splits: MarketSplits, model) -> dict:
+    """What the run learned, judged where a constant position can't look good: the validation score
+    against time (time-to-quality), and the chosen model on fresh series it never saw."""
+    rule_score = rule_validation_score(splits, config.env_config())
+    target = QUALITY_FRACTION * rule_score
+    reached = next((v["elapsed_s"] for v in trainer.validations if v["val_score"] >= target), None) if rule_score > 0 else None
+    sources = unseen_sources(config.data, config.unseen_series)
+    unseen = unseen_report(model, splits.normalizer, sources, config.env_config(), config.macro_window, config.micro_window) if sources else None
+    return {"rule_val_score": rule_score, "quality_target": target, "time_to_quality_s": reached,
+            "validations": trainer.validations, "unseen": unseen}
 
 
 def _renormalized(splits: MarketSplits, normalizer: Normalizer) -> MarketSplits:
@@ -248,14 +262,16 @@ def build_summary(config: RunConfig, trainer: Trainer, result: TrainResult, eval
     peaks = [row["peak_memory_mb"] for row in trainer.history if row.get("peak_memory_mb") is not None]
     summary = {
         "status": result.status, "stop_reason": result.stop_reason, "trainer": config.trainer, "preset": config.preset,
+        "algorithm": config.learning_algorithm,
         "data": config.data, "seed": config.seed, "device": trainer.device.type, "device_label": last.device_label,
-        "throughput": {"episodes": trainer.episodes, "env_steps": trainer.env_steps, "elapsed_s": last.elapsed_s,
+        "throughput": {"episodes": last.episodes, "env_steps": last.env_steps, "elapsed_s": last.elapsed_s,
                        "train_s": last.train_s, "episodes_per_min": last.episodes_per_min, "steps_per_s": last.steps_per_s,
-                       "rollout_s": trainer.rollout_s, "update_s": trainer.update_s},
+                       "optimizer_steps": last.micro_updates, "optimizer_steps_per_s": last.optimizer_steps_per_s,
+                       "rollout_s": last.rollout_s, "update_s": last.update_s},
         "training": {"loss": last.loss, "mean_episode_return": last.mean_episode_return, "train_sharpe": last.train_sharpe,
-                     "portfolio": last.portfolio, "macro_updates": trainer.learner.macro_updates,
-                     "micro_updates": trainer.learner.micro_updates, "num_envs": trainer.num_envs,
-                     "nan_skips": trainer.learner.nan_skips, "scaler_skips": trainer.learner.scaler_skips},
+                     "portfolio": last.portfolio, "macro_updates": last.macro_updates,
+                     "micro_updates": last.micro_updates, "num_envs": last.num_envs,
+                     "nan_skips": last.nan_skips, "scaler_skips": last.scaler_skips},
         "resources": {"utilisation_mean": float(np.mean(utilisation)) if utilisation else None,
                       "peak_memory_mb": max(peaks) if peaks else None},
         "events": [{"level": m.level, "text": m.text, "elapsed_s": m.elapsed_s} for m in result.messages],
@@ -302,3 +318,33 @@ def list_runs(out_dir: str | Path) -> list[dict]:
             continue
         runs.append({"path": folder, "config": record.get("config", {}), "summary": summary, "created": record.get("created", "")})
     return sorted(runs, key=lambda run: run["created"], reverse=True)
+
+
+def checkpoint_model(state: dict, last: bool = False) -> tuple[AsymmetricPolicyNetwork, str]:
+    """The network a checkpoint holds: the weights selection chose (default) or the last ones."""
+    model = AsymmetricPolicyNetwork(ModelShape(**state["model_shape"]))
+    best = state["trainer"].get("best")
+    use_best = best is not None and state["config"].get("select_best", True) and not last
+    model.load_state_dict(best["model"] if use_best else state["trainer"]["model"])
+    weights = f"weights chosen on validation (after {best['episodes']:,} episodes)" if use_best else "last weights"
+    return model.eval(), weights
+
+
+def evaluate_checkpoint(checkpoint: str | Path, source: str | None = None, split: str = "all", last: bool = False,
+                        seed: int = 0) -> dict:
+    """Greedy backtest of a run's model on any data source (or its own), next to the baselines."""
+    from engine.data import split_bounds
+
+    state = load_checkpoint(checkpoint)
+    config = apply_overrides(RunConfig(), state["config"], f"checkpoint {checkpoint}")
+    source = source or config.data
+    features, bar_seconds = source_features(source, Normalizer.from_state_dict(state["normalizer"]), config.macro_window, config.micro_window)
+    if split != "all":
+        features = features.rows(split_bounds(len(features), config.train_fraction, config.validation_fraction)[split])
+    model, weights = checkpoint_model(state, last)
+    results = evaluate_split(model, features, config.env_config(), bar_seconds, seed)
+    from engine.metrics import periods_per_year
+
+    return {"checkpoint": str(checkpoint), "data": source, "split": split, "bars": len(features), "weights": weights,
+            "bar_seconds": bar_seconds, "periods_per_year": periods_per_year(bar_seconds),
+            "policies": {name: backtest.metrics for name, backtest in results.items()}}

@@ -33,7 +33,7 @@ def rng() -> np.random.Generator:
 
 
 TINY_RUN = dict(data="synthetic:days=8,seed=3", macro_window=64, micro_window=16, episode_steps=32, num_envs=8,
-                min_num_envs=2, eval_every_s=0, duration_s=0, max_episodes=48, progress_every_s=0)
+                min_num_envs=2, eval_every_s=0, duration_s=0, max_episodes=48, progress_every_s=0, unseen_series=0)
 
 
 @pytest.fixture

@@ -23,10 +23,14 @@ def fake_summary(trainer, episodes_per_min, sharpe):
     metrics = lambda s: {"sharpe": s, "total_return": 0.01, "max_drawdown": -0.05, "sortino": 1.0, "trades": 3,
                          "win_rate": 0.5, "exposure": 0.5, "cagr": 0.1, "volatility": 0.2, "calmar": 1.0}
     return {"trainer": trainer, "status": "completed", "stop_reason": "duration reached", "device_label": "CPU",
-            "throughput": {"episodes_per_min": episodes_per_min, "steps_per_s": episodes_per_min * 8, "episodes": 100},
+            "throughput": {"episodes_per_min": episodes_per_min, "steps_per_s": episodes_per_min * 8, "episodes": 100,
+                           "optimizer_steps": int(episodes_per_min), "optimizer_steps_per_s": episodes_per_min / 60},
             "resources": {"utilisation_mean": 50.0, "peak_memory_mb": 500.0}, "final_portfolio": 10_100.0,
             "test": {"agent": metrics(sharpe), "buy_and_hold": metrics(-1.0), "flat": metrics(0.0), "random": metrics(-9.0)},
-            "validation": {"agent": metrics(sharpe)}}
+            "validation": {"agent": metrics(sharpe)},
+            "learning": {"time_to_quality_s": 60 / sharpe, "quality_target": 8.0,
+                         "validations": [{"elapsed_s": 10.0 * i, "val_score": sharpe * i * 4} for i in range(1, 7)],
+                         "unseen": {"agent_sharpe": sharpe * 10, "trailing_rule_sharpe": 14.0}}}
 
 
 @dataclass
@@ -49,7 +53,7 @@ class FakeRunner:
             i += 1
             on_event(Progress(trainer, "training", elapsed_s=i * 6.0, episodes=64 * i, env_steps=32_000 * i, episodes_per_min=1234.0,
                               steps_per_s=9876.0, train_sharpe=1.5, portfolio=10_250.0, macro_updates=i, micro_updates=10 * i,
-                              device_label="CPU", utilisation=42.0, memory_used_mb=2048.0, val_sharpe=0.8, val_drawdown=-0.04,
+                              optimizer_steps_per_s=12.5, device_label="CPU", utilisation=42.0, memory_used_mb=2048.0, val_sharpe=0.8, val_score=0.6, val_drawdown=-0.04,
                               val_portfolio=10_300.0))
             time.sleep(0.01)
         on_event(LogMessage("warning", "fake warning from the engine"))
@@ -122,7 +126,7 @@ async def test_progress_shows_in_key_numbers_and_charts_and_no_gpu_shows_cpu(tmp
         assert str(app.query_one("#key-episodes-min", KeyNumber).render()) == "1,234"
         assert app.query_one("#key-device", KeyNumber).border_title == "CPU %"
         assert str(app.query_one("#key-device", KeyNumber).render()) == "42%"
-        assert str(app.query_one("#key-macro-micro", KeyNumber).render()) == "8:80"
+        assert str(app.query_one("#key-updates", KeyNumber).render()) == "8:80 · 12.5/s"
         assert len(app.series["optimized"].minutes) == 8
         assert app.query_one("#chart-device").title == "CPU use (%)"
 

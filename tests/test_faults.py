@@ -75,18 +75,18 @@ def with_nan_rewards(collect, calls):
     count = {"n": 0}
 
     def wrapped():
-        rollout = collect()
+        batch, finished = collect()
         count["n"] += 1
         if count["n"] in calls:
-            rewards = rollout.rewards.clone()
+            rewards = batch.rewards.clone()
             rewards[0, 0] = math.nan
-            rollout = rollout._replace(rewards=rewards)
-        return rollout
+            batch = batch._replace(rewards=rewards)
+        return batch, finished
     return wrapped
 
 
 def test_a_nan_update_is_skipped_and_counted(tiny_config, tiny_splits):
-    runner = make_trainer(tiny_config(max_episodes=48), tiny_splits)
+    runner = make_trainer(tiny_config(max_episodes=48, algorithm="reinforce"), tiny_splits)
     before = [p.detach().clone() for p in runner.model.parameters()]
     runner.collect = with_nan_rewards(runner.collect, {1})
     result = runner.run()
@@ -98,7 +98,7 @@ def test_a_nan_update_is_skipped_and_counted(tiny_config, tiny_splits):
 
 
 def test_repeated_nan_updates_stop_cleanly_with_advice(tiny_config, tiny_splits):
-    runner = make_trainer(tiny_config(max_episodes=400, max_nan_updates=3, use_amp=True), tiny_splits)
+    runner = make_trainer(tiny_config(max_episodes=400, max_nan_updates=3, use_amp=True, algorithm="reinforce"), tiny_splits)
     runner.collect = with_nan_rewards(runner.collect, set(range(1, 1000)))
     result = runner.run()
     assert result.status == "failed"
@@ -108,12 +108,13 @@ def test_repeated_nan_updates_stop_cleanly_with_advice(tiny_config, tiny_splits)
 
 def test_compile_failing_on_a_later_recompile_falls_back_once(tiny_config, tiny_splits):
     events = []
-    runner = make_trainer(tiny_config(compile_model=True, compile_backend="eager", max_episodes=48), tiny_splits, on_event=events.append)
-    policy = runner.learner.rollout_head  # called every step: call 40 is in the second rollout
+    runner = make_trainer(tiny_config(compile_model=True, compile_backend="eager", max_episodes=48, rollout_steps=16), tiny_splits,
+                          on_event=events.append)
+    policy = runner.learner.rollout_heads  # called twice per step: call 40 is in the second rollout
     policy.compiled = fail_on_calls(policy.compiled, {40}, lambda: RuntimeError("recompilation failed (injected)"))
     result = runner.run()
     warnings = [e.text for e in events if isinstance(e, LogMessage)]
-    assert result.status == "completed" and runner.episodes == 48
+    assert result.status == "completed" and runner.episodes >= 48
     assert len(warnings) == 1 and "recompilation failed" in warnings[0]
 
 

@@ -15,7 +15,7 @@ def assert_valid_run_folder(run_dir, status):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == status
     for split in ("validation", "test"):
-        assert set(summary[split]) == {"agent", "buy_and_hold", "flat", "random"}
+        assert set(summary[split]) == {"agent", "buy_and_hold", "flat", "random", "best_constant", "trailing_rule"}
     state = load_checkpoint(run_dir)
     assert {"model", "learner", "counters", "rng"} <= set(state["trainer"])
     equity = pd.read_csv(run_dir / "equity_test.csv")
@@ -30,9 +30,9 @@ def test_a_run_writes_every_file(tiny_config, tiny_splits):
     outcome = execute_run(tiny_config(), splits=tiny_splits)
     summary, state = assert_valid_run_folder(outcome.run_dir, "completed")
     record = json.loads((outcome.run_dir / "config.json").read_text())
-    assert record["model"]["layers"] == {"macro": 37, "micro": 10, "head": 4}
+    assert record["model"]["layers"] == {"macro": 37, "micro": 10, "head": 4, "value": 2}
     assert record["config"]["num_envs"] == 8 and record["seed"] == 0 and record["device"]["type"] == "cpu"
-    assert summary["throughput"]["episodes"] == 48 and summary["throughput"]["episodes_per_min"] > 0
+    assert summary["throughput"]["episodes"] >= 48 and summary["throughput"]["episodes_per_min"] > 0
     assert summary["final_portfolio"] > 0
 
 
@@ -85,12 +85,19 @@ def test_list_runs_finds_run_folders(tiny_config, tiny_splits):
     assert runs[0]["summary"]["status"] == "completed"
 
 
+def runner_noise(splits) -> float:
+    """The selection's tolerance: the standard error of a Sharpe on the validation bars (both directions)."""
+    import math
+    return math.sqrt(105_120 / (2 * len(splits.validation)))
+
+
 def test_test_split_uses_the_best_validation_weights(tiny_config, tiny_splits):
     outcome = execute_run(tiny_config(max_episodes=64), splits=tiny_splits)
     selection = outcome.summary["selected_model"]
     state = load_checkpoint(outcome.run_dir)["trainer"]
-    assert selection["weights"] == "best validation Sharpe"
+    assert selection["weights"] == "best validation score"
     assert selection["val_sharpe"] == state["best"]["val_sharpe"]
+    assert selection["val_score"] >= max(v["val_score"] for v in state["validations"]) - 1e-9 - runner_noise(tiny_splits)
     assert outcome.summary["validation"]["agent"]["sharpe"] == pytest.approx(selection["val_sharpe"])
     last = execute_run(tiny_config(max_episodes=64, select_best=False), splits=tiny_splits)
     assert last.summary["selected_model"]["weights"] == "last"
@@ -107,3 +114,20 @@ def test_duplicates_and_gaps_reach_the_run_log(tiny_config, tmp_path):
     assert any("dropped 5 row(s) with duplicated timestamps" in text for text in texts)
     assert any("1 gap(s), 10 missing bar(s), not filled" in text for text in texts)
     assert any(getattr(event, "text", "").endswith("not filled") for event in events)
+
+
+def test_summary_records_learning_against_time_and_on_unseen_series(tiny_config, tiny_splits):
+    outcome = execute_run(tiny_config(max_episodes=96, eval_every_s=1e-9, unseen_series=1), splits=tiny_splits)
+    learning, throughput = outcome.summary["learning"], outcome.summary["throughput"]
+    validations = learning["validations"]
+    assert len(validations) >= 2 and [v["elapsed_s"] for v in validations] == sorted(v["elapsed_s"] for v in validations)
+    assert all(v["optimizer_steps"] <= throughput["optimizer_steps"] for v in validations)
+    assert learning["quality_target"] == pytest.approx(0.5 * learning["rule_val_score"])
+    reached = [v["elapsed_s"] for v in validations if v["val_score"] >= learning["quality_target"]]
+    assert learning["time_to_quality_s"] == (reached[0] if reached and learning["rule_val_score"] > 0 else None)
+    unseen = learning["unseen"]
+    assert len(unseen["series"]) == 1 and unseen["series"][0]["source"].startswith("synthetic:days=40,seed=")
+    assert unseen["series"][0]["source"] != tiny_config().data
+    assert unseen["long"] + unseen["short"] + unseen["flat"] == pytest.approx(1.0)
+    assert throughput["optimizer_steps"] > 0 and throughput["optimizer_steps_per_s"] > 0
+    assert outcome.summary["algorithm"] == "ppo"

@@ -5,7 +5,8 @@ import torch
 
 from engine.evaluation import agent_backtest
 from engine.features import prepare_splits
-from engine.trainers import LogMessage, OptimizedTrainer, discounted_returns, make_trainer, sample_actions
+from engine.learners import discounted_returns, sample_actions
+from engine.trainers import LogMessage, OptimizedTrainer, make_trainer
 
 
 def test_discounted_returns_match_the_definition():
@@ -53,7 +54,7 @@ def parameters_of(module):
 
 
 def test_skipped_macro_updates_leave_macronet_alone_and_compute_no_gradients(tiny_config, tiny_splits):
-    runner = OptimizedTrainer(tiny_config(macro_every=3), tiny_splits)
+    runner = OptimizedTrainer(tiny_config(macro_every=3, algorithm="reinforce"), tiny_splits)
     learner = runner.learner
     macro_gradients = []
     for parameter in runner.model.macro_net.parameters():
@@ -61,7 +62,7 @@ def test_skipped_macro_updates_leave_macronet_alone_and_compute_no_gradients(tin
     for update in range(6):
         macro_before, micro_before = parameters_of(runner.model.macro_net), parameters_of(runner.model.micro_net)
         macro_gradients.clear()
-        learner.learn(runner.collect())
+        runner.iterate()
         macro_changed = any(not torch.equal(a, b) for a, b in zip(macro_before, runner.model.macro_net.parameters()))
         assert any(not torch.equal(a, b) for a, b in zip(micro_before, runner.model.micro_net.parameters()))
         expect_macro = update % 3 == 0
@@ -78,10 +79,10 @@ def test_gradient_accumulation_equals_one_step_on_the_bigger_batch(tiny_config, 
     advantages = torch.randn(64)
 
     def trained(accumulation, batches):
-        runner = OptimizedTrainer(tiny_config(gradient_accumulation_steps=accumulation, seed=1), tiny_splits)
+        runner = OptimizedTrainer(tiny_config(gradient_accumulation_steps=accumulation, seed=1, algorithm="reinforce"), tiny_splits)
         for part in batches:
             runner.learner.accumulate(rows[part], states[part], actions[part], advantages[part])
-        runner.learner.step(rows, states)
+        runner.learner.step()
         return parameters_of(runner.model)
 
     accumulated = trained(2, [slice(0, 32), slice(32, 64)])
@@ -93,23 +94,24 @@ def test_gradient_accumulation_equals_one_step_on_the_bigger_batch(tiny_config, 
 def test_loss_on_shared_bars_equals_the_per_sample_loss(tiny_config, tiny_splits):
     """Embedding each distinct bar once and gathering gives the gradient of the plain per-sample forward."""
     torch.manual_seed(0)
-    runner = OptimizedTrainer(tiny_config(entropy_coef=0.0), tiny_splits)
+    runner = OptimizedTrainer(tiny_config(entropy_coef=0.0, algorithm="reinforce"), tiny_splits)
     rows = torch.randint(0, 20, (256,))  # many samples share few bars
     states = torch.stack([torch.randint(-1, 2, (256,)).float(), 1 + 0.1 * torch.randn(256)], dim=1)
     actions, advantages = torch.randint(0, 3, (256,)), torch.randn(256)
     runner.learner.accumulate(rows, states, actions, advantages)
-    shared = [p.grad.clone() for p in runner.model.parameters()]
+    policy = [*runner.model.macro_net.parameters(), *runner.model.micro_net.parameters(), *runner.model.head.parameters()]
+    shared = [p.grad.clone() for p in policy]
     runner.model.zero_grad()
     observations = torch.cat([runner.learner.table[rows], states], dim=1)
     log_probs = torch.log_softmax(runner.model(observations), dim=1)
     (-(log_probs.gather(1, actions.unsqueeze(1)).squeeze(1) * advantages).sum() / 256).backward()
-    for a, b in zip(shared, (p.grad for p in runner.model.parameters())):
+    for a, b in zip(shared, (p.grad for p in policy)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_accumulation_steps_the_optimizer_every_k_rollouts(tiny_config, tiny_splits):
-    runner = OptimizedTrainer(tiny_config(gradient_accumulation_steps=3), tiny_splits)
-    stepped = [runner.learner.learn(runner.collect()) for _ in range(6)]
+    runner = OptimizedTrainer(tiny_config(gradient_accumulation_steps=3, algorithm="reinforce"), tiny_splits)
+    stepped = [runner.learner.learn(runner.collect()[0]) for _ in range(6)]
     assert stepped == [False, False, True, False, False, True]
     assert runner.learner.micro_updates == 2
 
@@ -154,7 +156,7 @@ def test_compile_failure_at_wrap_time_is_reported(tiny_config, tiny_splits, monk
 @pytest.mark.parametrize("trainer", ["original", "optimized"])
 def test_same_seed_same_results_on_cpu(tiny_config, tiny_splits, trainer):
     def train():
-        runner = make_trainer(tiny_config(trainer=trainer, max_episodes=24, seed=5), tiny_splits)
+        runner = make_trainer(tiny_config(trainer=trainer, max_episodes=24, seed=5, rollout_steps=16), tiny_splits)
         result = runner.run()
         return [row["loss"] for row in result.history[1:]], parameters_of(runner.model)
 
@@ -175,14 +177,17 @@ def test_stop_signal_stops_training(tiny_config, tiny_splits):
     assert result.status == "stopped" and result.stop_reason == "stopped by the user"
 
 
-def test_optimized_rollout_copies_nothing_from_the_host(tiny_config, tiny_splits, monkeypatch):
+@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
+def test_optimized_rollout_copies_nothing_from_the_host(tiny_config, tiny_splits, monkeypatch, algorithm):
     """The whole rollout is captured as one CUDA graph on CUDA: it must not create tensors from host data."""
-    runner = OptimizedTrainer(tiny_config(mirror_train=False), tiny_splits)
+    runner = OptimizedTrainer(tiny_config(mirror_train=False, algorithm=algorithm), tiny_splits)
     runner.learner.folded.sync()
 
     def refuse(*args, **kwargs):
         raise AssertionError("a host-to-device copy inside the rollout")
     monkeypatch.setattr(torch, "as_tensor", refuse)
     monkeypatch.setattr(torch, "tensor", refuse)
-    final_equity = runner.rollout()
-    assert final_equity.shape == (8,) and (runner.rows[-1] > runner.rows[0]).all()
+    final_equity = runner.ppo_rollout() if algorithm == "ppo" else runner.episode_rollout()
+    assert final_equity.shape == (8,)
+    if algorithm == "reinforce":
+        assert (runner.rows[-1] > runner.rows[0]).all()

@@ -1,0 +1,157 @@
+"""PPO: GAE, clipping, bootstrap at truncation, persistent environments with auto-reset, and learning."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.env import BUY, HOLD, SELL, EnvConfig, VectorizedTradingEnv
+from engine.features import Features
+from engine.learners import clipped_surrogate, generalized_advantages
+from engine.trainers import OptimizedTrainer
+
+
+def test_gae_matches_a_hand_computation():
+    gamma, lam = 0.9, 0.8
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [1.0], [1.5]])
+    dones = torch.tensor([[0.0], [1.0], [0.0]])  # the episode ends after step 1; step 2 starts a new one
+    last_value = torch.tensor([2.0])
+    # step 2: delta = 3 + 0.9*2 - 1.5 = 3.3; A2 = 3.3
+    # step 1: ends the episode: delta = 2 - 1 = 1; A1 = 1 (nothing flows back across the end)
+    # step 0: delta = 1 + 0.9*1 - 0.5 = 1.4; A0 = 1.4 + 0.9*0.8*1 = 2.12
+    advantages, targets = generalized_advantages(rewards, values, dones, last_value, gamma, lam)
+    torch.testing.assert_close(advantages, torch.tensor([[2.12], [1.0], [3.3]]))
+    torch.testing.assert_close(targets, advantages + values)
+
+
+def test_gae_with_lambda_one_and_no_ends_is_the_bootstrapped_discounted_return():
+    rewards = torch.randn(20, 3)
+    values = torch.randn(20, 3)
+    last_value = torch.randn(3)
+    _, targets = generalized_advantages(rewards, values, torch.zeros(20, 3), last_value, 0.95, 1.0)
+    expected, running = torch.zeros(20, 3), last_value.clone()
+    for t in reversed(range(20)):
+        running = rewards[t] + 0.95 * running
+        expected[t] = running
+    torch.testing.assert_close(targets, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_clipping_stops_the_gradient_beyond_the_trust_region():
+    old = torch.zeros(4)
+    new = torch.tensor([0.5, 0.05, -0.5, -0.05], requires_grad=True)  # ratios e^0.5, e^0.05, e^-0.5, e^-0.05
+    advantages = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    clipped_surrogate(new, old, advantages, 0.2).sum().backward()
+    # A positive advantage with the ratio already above 1.2, or a negative one below 0.8: no push further.
+    assert new.grad[0] == 0 and new.grad[2] == 0
+    assert new.grad[1] < 0 and new.grad[3] > 0  # inside the region the loss still moves the log-prob
+
+
+def flat_features(rows=40, price=100.0):
+    return Features(np.zeros((rows, 3), np.float32), np.zeros((rows, 3), np.float32), np.full(rows, price),
+                    np.zeros(rows, "datetime64[ns]"))
+
+
+def test_persistent_envs_truncate_then_restart_at_a_fresh_bar():
+    env = VectorizedTradingEnv(flat_features(), 4, EnvConfig(episode_steps=3))
+    env.reset()
+    for step in range(3):
+        reward, terminated, truncated, final_rows, final_state, final_equity = env.step_autoreset(torch.full((4,), BUY))
+        assert not terminated.any()
+        assert truncated.all() == (step == 2)
+    # Truncated after the 3rd step: the final state is what the episode would have seen next ...
+    assert (final_state[:, 0] == 1).all()
+    torch.testing.assert_close(final_equity, torch.full((4,), 1 - 0.0015))
+    # ... and the environment has already restarted: flat, fresh equity, step 0, a valid start.
+    assert (env.level == 0).all() and (env.equity == 1).all() and (env.t == 0).all()
+    assert ((env.start >= 0) & (env.start <= 40 - 1 - 3)).all()
+
+
+def test_ruin_terminates_and_restarts_only_that_episode():
+    features = flat_features()
+    features.close[10:] = 1e-9  # a crash: a long position loses everything
+    env = VectorizedTradingEnv(features, 2, EnvConfig(episode_steps=30))
+    env.reset(starts=torch.tensor([9, 0]))
+    reward, terminated, truncated, _, _, final_equity = env.step_autoreset(torch.tensor([BUY, HOLD]))
+    assert terminated.tolist() == [True, False] and not truncated.any()
+    assert final_equity[0] < 1e-6 and final_equity[1] == 1.0
+    assert env.t.tolist() == [0, 1] and env.level.tolist() == [0.0, 0.0] and env.equity[0] == 1.0
+
+
+def test_stagger_spreads_episode_ends():
+    env = VectorizedTradingEnv(flat_features(200), 64, EnvConfig(episode_steps=50))
+    env.reset(generator=torch.Generator().manual_seed(0))
+    env.stagger(torch.Generator().manual_seed(1))
+    ends = []
+    for _ in range(50):
+        ends.append(env.step_autoreset(torch.full((64,), HOLD))[2].sum().item())
+    assert max(ends) < 64 and sum(ends) == 64  # every episode ends once, not all at the same step
+
+
+def test_rollout_bootstraps_the_value_where_a_time_limit_cuts_an_episode(tiny_config, tiny_splits):
+    config = tiny_config(episode_steps=5, rollout_steps=12, num_envs=6, observe_equity=False)
+    trainer = OptimizedTrainer(config, tiny_splits)
+    batch, finished = trainer.collect()
+    table, model, fee = trainer.learner.table, trainer.model, config.env_config().fee_rate
+    returns = torch.as_tensor(tiny_splits.train.close[1:] / tiny_splits.train.close[:-1] - 1, dtype=torch.float32)
+    checked = 0
+    for t, n in zip(*torch.nonzero(batch.dones, as_tuple=True)):
+        level, action, row = batch.states[t, n, 0], batch.actions[t, n], batch.rows[t, n]
+        new_level = (level + (action == BUY).float() - (action == SELL).float()).clamp(-1, 1)
+        raw = (torch.log(1 - (new_level - level).abs() * fee) + torch.log(1 + new_level * returns[row])) * config.reward_scale
+        final_observation = torch.cat([table[row + 1], torch.stack([new_level, torch.tensor(1.0)])]).unsqueeze(0)
+        with torch.no_grad():
+            bootstrap = config.gamma * model.value(final_observation)[0]
+        torch.testing.assert_close(batch.rewards[t, n], raw + bootstrap, rtol=1e-4, atol=1e-4)
+        checked += 1
+    assert checked >= 6  # every episode ended at least once in 12 steps of 5-step episodes
+    assert len(finished) == checked
+
+
+def test_ppo_steps_the_optimizer_epochs_times_minibatches_per_rollout(tiny_config, tiny_splits):
+    trainer = OptimizedTrainer(tiny_config(ppo_epochs=3, ppo_minibatches=2, rollout_steps=8), tiny_splits)
+    trainer.iterate()
+    assert trainer.learner.micro_updates == 6
+    trainer.config.gradient_accumulation_steps = 2
+    trainer.iterate()
+    assert trainer.learner.micro_updates == 9
+
+
+def test_eval_json_reports_agent_and_every_baseline_on_unseen_data(tiny_config, tmp_path, capsys):
+    from asym_tui.cli import main
+    from engine.runs import execute_run
+
+    outcome = execute_run(tiny_config(max_episodes=8))
+    assert main(["eval", str(outcome.run_dir), "--data", "synthetic:days=6,seed=99", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["data"] == "synthetic:days=6,seed=99" and report["split"] == "all"
+    assert set(report["policies"]) == {"agent", "buy_and_hold", "flat", "random", "best_constant", "trailing_rule"}
+    for metrics in report["policies"].values():
+        assert metrics["long"] + metrics["short"] + metrics["flat"] == pytest.approx(1.0)
+        assert {"sharpe", "total_return", "max_drawdown", "trades"} <= set(metrics)
+    assert report["policies"]["buy_and_hold"]["long"] == pytest.approx(1.0, abs=1e-3)
+    assert report["periods_per_year"] == pytest.approx(105_120)
+
+
+EASY_MARKET = "synthetic:days={days},seed={seed},drift=0.002,regime_bars=400,volatility=0.3"
+
+
+def test_ppo_learns_to_follow_regimes_on_an_easy_market(tiny_config):
+    """Strong, long regimes: the trailing rule wins big. A constant policy (always long, short or flat)
+    fails this test, on a series training never saw."""
+    from engine.evaluation import evaluate_split, source_features
+    from engine.runs import prepare_data
+    from engine.trainers import make_trainer
+
+    config = tiny_config(data=EASY_MARKET.format(days=20, seed=1), macro_window=96, micro_window=16, episode_steps=64,
+                         num_envs=32, rollout_steps=32, max_episodes=0, duration_s=0, seed=0)
+    splits = prepare_data(config)
+    trainer = make_trainer(config, splits)
+    while trainer.learner.micro_updates < 240:
+        trainer.record(trainer.iterate(), 0)
+    features, bar_seconds = source_features(EASY_MARKET.format(days=20, seed=2), splits.normalizer, 96, 16)
+    results = evaluate_split(trainer.model, features, config.env_config(), bar_seconds)
+    agent, rule, hold = (results[name].metrics for name in ("agent", "trailing_rule", "buy_and_hold"))
+    assert agent["long"] > 0.1 and agent["short"] > 0.1
+    assert agent["sharpe"] > hold["sharpe"] and agent["sharpe"] > 0.5 * rule["sharpe"] > 0
