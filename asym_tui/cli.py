@@ -10,8 +10,10 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -20,7 +22,7 @@ from engine.data import DataError
 from engine.runs import RunError
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}  # SIGHUP: terminal closed, ssh dropped
 USER_ERRORS = (DataError, ConfigError, RunError)
 
 
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, *USER_ERRORS) as exc:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
 
 
@@ -83,7 +85,7 @@ def build_parser() -> Parser:
     show.add_argument("name")
     show.set_defaults(handler=cmd_presets_show)
 
-    sweep = commands.add_parser("sweep", help="a grid of runs, locally or on a Ray cluster, ranked by validation Sharpe")
+    sweep = commands.add_parser("sweep", help="a grid of runs, locally or on a Ray cluster, ranked by validation score")
     add_run_options(sweep)
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a grid axis (repeatable)")
     sweep.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
@@ -208,6 +210,8 @@ def cmd_train(args) -> int:
     from engine.runs import execute_run, resume_config
 
     overrides = overrides_from(args)
+    if args.resume and args.preset:
+        raise UsageError("--preset does not apply with --resume: a resumed run keeps its own config (change fields with --set)")
     config = resume_config(args.resume, overrides) if args.resume else load_config(args.preset, overrides)
     console = Console()
     with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config]) as on_event:
@@ -217,13 +221,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from engine.compare import read_summary, run_comparison
+    from engine.compare import by_trainer, read_summary, run_comparison
 
     console = Console()
     if args.runs:
         if len(args.runs) != 2:
-            raise UsageError("compare takes exactly two run folders (original first), or none to train both")
-        print_comparison(console, read_summary(args.runs[0]), read_summary(args.runs[1]))
+            raise UsageError("compare takes exactly two run folders, or none to train both")
+        print_comparison(console, *by_trainer(read_summary(args.runs[0]), read_summary(args.runs[1])))
         return 0
     config = load_config(args.preset, overrides_from(args))
     with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config, config]) as on_event:
@@ -255,7 +259,6 @@ def cmd_eval(args) -> int:
 
 def cmd_sweep(args) -> int:
     import json
-    from pathlib import Path
 
     from engine.sweep import make_trials, new_sweep_dir, parse_grid, ranked, run_local, run_ray
 
@@ -265,9 +268,13 @@ def cmd_sweep(args) -> int:
         except ImportError:
             raise UsageError("--ray needs Ray Tune: pip install -e '.[ray]'") from None
     if args.resume:
-        saved = json.loads((Path(args.resume) / "sweep.json").read_text()) if (Path(args.resume) / "sweep.json").is_file() else None
-        if saved is None:
+        from engine.runs import read_json
+
+        if not (Path(args.resume) / "sweep.json").is_file():
             raise UsageError(f"{args.resume}: not a sweep folder (no sweep.json)")
+        saved = read_json(Path(args.resume) / "sweep.json")
+        if not {"preset", "grid_args", "seeds", "overrides"} <= set(saved):
+            raise UsageError(f"{args.resume}/sweep.json: not a sweep record (missing preset, grid_args, seeds or overrides)")
         args.preset, args.grid, args.seeds = saved["preset"], saved["grid_args"], saved["seeds"]
     overrides = {**(saved["overrides"] if args.resume else {}), **overrides_from(args)}
     if "data" in overrides and Path(overrides["data"]).exists():
@@ -292,20 +299,22 @@ def cmd_sweep(args) -> int:
                            args.cpus_per_trial, args.gpus_per_trial, on_row)
         else:
             rows = run_local(base, trials, sweep_dir, spec, stop, on_row)
-    console.print(sweep_table(ranked(rows), list(grid), f"Sweep ranked by validation Sharpe ({time.perf_counter() - started:.1f} s)"))
+    console.print(sweep_table(ranked(rows), list(grid), f"Sweep ranked by validation score ({time.perf_counter() - started:.1f} s)"))
     console.print(f"[dim]{sweep_dir / 'sweep.csv'}[/]")
     return EXIT_SIGNAL.get(received[0], 130) if received else 0
 
 
 def sweep_table(rows: list[dict], axes: list[str], title: str) -> Table:
     table = Table(title=title)
-    for column in ("rank", "trial", *axes, "seed", "status", "episodes/min", "steps/s", "val Sharpe", "test Sharpe", "test max DD", "test return"):
+    for column in ("rank", "trial", *axes, "seed", "status", "episodes/min", "steps/s", "val score", "val Sharpe", "test Sharpe",
+                   "test max DD", "test return"):
         table.add_column(column, justify="left" if column in ("trial", "status") else "right")
     number = lambda value, pattern="{:,.2f}": "—" if value is None else pattern.format(value)
     for rank, row in enumerate(rows, 1):
         table.add_row(str(rank), row["trial"], *(str(row.get(axis)) for axis in axes), str(row["seed"]),
                       row["status"] + (f" ({row['error'][:60]})" if row["error"] else ""),
-                      number(row["episodes_per_min"], "{:,.0f}"), number(row["steps_per_s"], "{:,.0f}"), number(row["val_sharpe"]),
+                      number(row["episodes_per_min"], "{:,.0f}"), number(row["steps_per_s"], "{:,.0f}"),
+                      number(row.get("val_score")), number(row["val_sharpe"]),
                       number(row["test_sharpe"]), number(row["test_max_drawdown"] and 100 * row["test_max_drawdown"], "{:.2f}%"),
                       number(row["test_return"] and 100 * row["test_return"], "{:+.2f}%"))
     return table
@@ -318,6 +327,10 @@ def cmd_bench(args) -> int:
     from engine.monitor import resolve_device
     from engine.runs import prepare_data
 
+    if args.json and args.json != "-":
+        folder = Path(args.json).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UsageError(f"--json {args.json}: folder {folder} does not exist or is not writable")
     base = bench_config(args.data, args.episode_steps, args.device, args.update_minibatch)
     device, reason = resolve_device(base.device)
     cases = default_cases(device, args.quick, args.num_envs, args.amp, args.compile, args.cuda_graphs)
@@ -335,8 +348,6 @@ def cmd_bench(args) -> int:
         if json_only:
             print(text)
         else:
-            from pathlib import Path
-
             Path(args.json).write_text(text + "\n")
             console.print(f"JSON written to {args.json}")
     return 0
@@ -399,7 +410,11 @@ def cmd_presets_list(args) -> int:
     table.add_column("description")
     table.add_column("file", style="dim")
     for name, path in preset_paths().items():
-        table.add_row(name, preset_description(name), str(path))
+        try:
+            description = preset_description(name)
+        except ConfigError as exc:
+            description = f"[red]unreadable: {exc}[/]"
+        table.add_row(name, description, str(path))
     Console().print(table)
     return 0
 
@@ -440,6 +455,8 @@ def cmd_data_inspect(args) -> int:
     from engine.data import load_candles, summarize
     from engine.features import feature_names, prepare_splits
 
+    if args.micro_window < 2 or args.macro_window < args.micro_window:
+        raise UsageError(f"data inspect: need 2 <= --micro-window <= --macro-window, got {args.micro_window} and {args.macro_window}")
     console = Console()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -14,7 +14,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from asym_tui.widgets import Chart
-from engine.compare import comparison_rows, speedup
+from engine.compare import by_trainer, comparison_rows, speedup
 from engine.runs import list_runs
 
 
@@ -212,8 +212,9 @@ class HistoryScreen(Screen):
             self.notify("Mark two runs with Space first", severity="warning")
             return
         by_path = {run["path"]: run["summary"] for run in self.runs}
-        first, second = (by_path.get(path, {}) for path in self.marked)
-        self.app.push_screen(ComparisonScreen(first, second, f"{self.marked[0].name} vs {self.marked[1].name}"))
+        first, second = by_trainer(*(by_path.get(path, {}) for path in self.marked))
+        names = {id(by_path.get(path)): path.name for path in self.marked}
+        self.app.push_screen(ComparisonScreen(first, second, f"{names.get(id(first), '?')} vs {names.get(id(second), '?')}"))
 
 
 class DoctorScreen(ModalScreen):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.runs import RunError, RunOutcome, execute_run, prepare_data
+from engine.runs import RunError, RunOutcome, execute_run, prepare_data, read_json
 
 
 @dataclass
@@ -85,4 +84,14 @@ def read_summary(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         raise RunError(f"{run_dir}: no summary.json (not a finished run folder)")
-    return json.loads(path.read_text())
+    summary = read_json(path)
+    if not isinstance(summary.get("throughput"), dict):
+        raise RunError(f"{path}: not a run summary (no throughput figures)")
+    return summary
+
+
+def by_trainer(first: dict, second: dict) -> tuple[dict, dict]:
+    """Two summaries as (original, optimized) whatever order they were given in."""
+    if first.get("trainer") == "optimized" and second.get("trainer") == "original":
+        return second, first
+    return first, second

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from importlib import resources
 import re
@@ -146,6 +147,8 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
 
 def validate(config: RunConfig, origin: str = "config") -> RunConfig:
     for key, value in config.to_dict().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{origin}: {key} must be a finite number, got {value}")
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"{origin}: {key} = {value!r} is not accepted; choose one of {', '.join(CHOICES[key])}")
         if key in POSITIVE and not value > 0:
@@ -154,6 +157,10 @@ def validate(config: RunConfig, origin: str = "config") -> RunConfig:
             raise ConfigError(f"{origin}: {key} must be >= 0, got {value}")
         if key in FRACTIONS and not 0 < value < 1:
             raise ConfigError(f"{origin}: {key} must be between 0 and 1, got {value}")
+    if not config.data.strip():
+        raise ConfigError(f"{origin}: data must name a source (a file, folder, glob or synthetic), got an empty value")
+    if config.run_name and (Path(config.run_name).name != config.run_name or config.run_name in (".", "..")):
+        raise ConfigError(f"{origin}: run_name {config.run_name!r} must be a plain folder name (no '/', '..' or absolute path)")
     if config.train_fraction + config.validation_fraction >= 1:
         raise ConfigError(f"{origin}: train_fraction + validation_fraction must leave a test split (< 1)")
     if config.micro_window > config.macro_window or config.micro_window < 2:
@@ -197,18 +204,25 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
         if name_or_path not in paths:
             raise ConfigError(f"unknown preset {name_or_path!r}; available: {', '.join(paths)}")
         path = paths[name_or_path]
-    try:
-        values = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"preset {path}: not valid TOML ({exc})") from exc
+    values = _read_toml(path)
     values.pop("description", None)
     apply_overrides(RunConfig(), values, f"preset {path}")  # reject unknown keys and bad values now
     return values
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"preset {path}: cannot read it ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"preset {path}: not UTF-8 text (byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"preset {path}: not valid TOML ({exc})") from exc
+
+
 def preset_description(name: str) -> str:
-    values = tomllib.loads(preset_paths()[name].read_text())
-    return str(values.get("description", ""))
+    return str(_read_toml(preset_paths()[name]).get("description", ""))
 
 
 def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -109,14 +109,23 @@ def _expand_source(text: str) -> list[Path]:
 
 def _read_file(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: cannot read the file (permission denied)")
     if suffix in (".parquet", ".pq"):
         try:
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for a bad file
             raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+        if isinstance(frame.index, pd.DatetimeIndex):  # time as the index, as pandas users often save it
+            frame = frame.rename_axis("timestamp").reset_index()
+        return frame
     if suffix == ".zip":
         return _read_zip(path)
-    return _read_csv_bytes(path.read_bytes(), str(path))
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
+    return _read_csv_bytes(raw, str(path))
 
 
 def _read_zip(path: Path) -> pd.DataFrame:
@@ -137,17 +146,22 @@ def _read_csv_bytes(raw: bytes, name: str) -> pd.DataFrame:
     if not first_line:
         raise DataError(f"{name}: the file is empty")
     has_header = not _is_number(first_line.split(",")[0])
+    leading_blank = text[: len(text) - len(text.lstrip())].count("\n")
     try:
+        # Blank lines are kept as empty rows and dropped below, so error messages can name the file's real line.
         if has_header:
-            frame = pd.read_csv(io.StringIO(text))
+            frame = pd.read_csv(io.StringIO(text.lstrip()), skip_blank_lines=False)
         else:
-            frame = pd.read_csv(io.StringIO(text), header=None)
+            frame = pd.read_csv(io.StringIO(text.lstrip()), header=None, skip_blank_lines=False)
             if frame.shape[1] < 6:
                 raise DataError(f"{name}: headerless file with {frame.shape[1]} columns; expected a Binance kline file (12 columns)")
             frame.columns = list(BINANCE_KLINE_COLUMNS[: frame.shape[1]]) + [f"extra_{i}" for i in range(frame.shape[1] - 12)]
     except pd.errors.ParserError as exc:
         raise DataError(f"{name}: not a valid CSV file ({exc})") from exc
-    frame.attrs["header_lines"] = 1 if has_header else 0
+    lines = np.arange(len(frame)) + 1 + (1 if has_header else 0) + leading_blank
+    blank = frame.isna().all(axis=1).to_numpy()
+    frame = frame[~blank].reset_index(drop=True)
+    frame.attrs["lines"] = lines[~blank]
     return frame
 
 
@@ -163,7 +177,9 @@ def _validated(raw: pd.DataFrame, name: str) -> pd.DataFrame:
     """Normalize column names and types; raise `DataError` naming the first problem found."""
     if raw.empty:
         raise DataError(f"{name}: the file has no data rows")
-    header_lines = raw.attrs.get("header_lines", 0)
+    lines = raw.attrs.get("lines")  # the file's line of each row (CSV); rows of a table otherwise
+    if lines is None:
+        lines = np.arange(len(raw)) + 1
     raw = raw.rename(columns=lambda c: COLUMN_ALIASES.get(str(c).strip().lower(), str(c).strip().lower().replace(" ", "_")))
     time_column = next((c for c in TIME_COLUMNS if c in raw.columns), None)
     missing = [c for c in OHLCV_COLUMNS if c not in raw.columns]
@@ -173,14 +189,16 @@ def _validated(raw: pd.DataFrame, name: str) -> pd.DataFrame:
         raise DataError(f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, raw.columns))}")
 
     def where(positions: np.ndarray) -> str:
-        lines = [str(int(p) + 1 + header_lines) for p in positions[:5]]
+        shown = [str(int(lines[p])) for p in positions[:5]]
         more = f" and {len(positions) - 5} more" if len(positions) > 5 else ""
-        return f"line{'s' if len(positions) > 1 else ''} {', '.join(lines)}{more}"
+        return f"{'line' if raw.attrs.get('lines') is not None else 'row'}{'s' if len(positions) > 1 else ''} {', '.join(shown)}{more}"
 
     out = pd.DataFrame({"timestamp": _parse_times(raw[time_column], name, time_column, where)})
     for column in (*OHLCV_COLUMNS, "quote_volume"):
         if column not in raw.columns:
             continue
+        if pd.api.types.is_bool_dtype(raw[column]):
+            raise DataError(f"{name}: column '{column}' holds true/false values, not numbers")
         values = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(values))
         if len(bad):
@@ -195,20 +213,41 @@ def _validated(raw: pd.DataFrame, name: str) -> pd.DataFrame:
     bad = np.flatnonzero(out["high"].to_numpy() < out["low"].to_numpy())
     if len(bad):
         raise DataError(f"{name}: {where(bad)}, columns 'high'/'low': high {out['high'].iloc[bad[0]]} < low {out['low'].iloc[bad[0]]}")
+    for column in ("open", "close"):
+        value = out[column].to_numpy()
+        bad = np.flatnonzero((value > out["high"].to_numpy() * (1 + 1e-9)) | (value < out["low"].to_numpy() * (1 - 1e-9)))
+        if len(bad):
+            row = bad[0]
+            raise DataError(f"{name}: {where(bad)}, column '{column}': {value[row]} is outside the bar's range "
+                            f"[low {out['low'].iloc[row]}, high {out['high'].iloc[row]}]")
     return out
 
 
+EARLIEST_TIME = pd.Timestamp("1990-01-01", tz="UTC")  # anything earlier is a unit or typing mistake
+
+
 def _parse_times(column: pd.Series, name: str, column_name: str, where) -> pd.Series:
-    numeric = pd.to_numeric(column, errors="coerce")
-    if numeric.notna().all():
-        magnitude = float(numeric.abs().max())
-        unit = "ns" if magnitude > 1e17 else "us" if magnitude > 1e14 else "ms" if magnitude > 1e11 else "s"
-        return pd.to_datetime(numeric.astype("int64"), unit=unit, utc=True)
-    parsed = pd.to_datetime(column.astype(str), utc=True, errors="coerce", format="mixed")
-    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if pd.api.types.is_datetime64_any_dtype(column):
+        parsed = pd.to_datetime(column, utc=True)
+    elif (numeric := pd.to_numeric(column, errors="coerce")).notna().all():
+        values = numeric.to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise DataError(f"{name}: {where(bad)}, column '{column_name}': time '{column.iloc[bad[0]]}' is not a finite number")
+        # Each row by its own magnitude: one file may mix milliseconds and microseconds (Binance changed units in 2025).
+        magnitude = np.abs(values)
+        nanoseconds = np.select([magnitude > 1e17, magnitude > 1e14, magnitude > 1e11], [1, 1e3, 1e6], 1e9)
+        parsed = pd.Series(pd.to_datetime((values * nanoseconds).astype("int64"), unit="ns", utc=True))
+    else:
+        parsed = pd.to_datetime(column.astype(str), utc=True, errors="coerce", format="mixed")
+        bad = np.flatnonzero(parsed.isna().to_numpy())
+        if len(bad):
+            raise DataError(f"{name}: {where(bad)}, column '{column_name}': cannot parse time {column.iloc[bad[0]]!r}")
+    bad = np.flatnonzero((parsed < EARLIEST_TIME).to_numpy())
     if len(bad):
-        raise DataError(f"{name}: {where(bad)}, column '{column_name}': cannot parse time {column.iloc[bad[0]]!r}")
-    return parsed
+        raise DataError(f"{name}: {where(bad)}, column '{column_name}': time '{column.iloc[bad[0]]}' reads as "
+                        f"{parsed.iloc[bad[0]]}, before {EARLIEST_TIME.year}: a wrong unit or value?")
+    return parsed.reset_index(drop=True)
 
 
 def _deduplicate(frame: pd.DataFrame, name: str) -> pd.DataFrame:

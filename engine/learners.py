@@ -261,7 +261,10 @@ class Learner:
         self.report("warning", f"non-finite loss or gradients: update skipped ({self.nan_skips} so far)")
         limit = self.config.max_nan_updates
         if limit and self.nan_streak >= limit:
-            hint = "lower lr_micro / lr_macro" + (" or turn AMP off" if self.config.use_amp else "")
+            config = self.config
+            causes = [f"lower reward_scale (now {config.reward_scale:g}; 100 is the default)"] if config.reward_scale > 1e3 else []
+            causes += ["lower lr_micro / lr_macro"] + (["turn AMP off"] if config.use_amp else [])
+            hint = ", or ".join(causes)
             raise TrainingStopped(f"training diverged: {self.nan_streak} non-finite updates in a row; {hint}")
 
     def state_dict(self) -> dict:

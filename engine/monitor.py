@@ -41,6 +41,8 @@ def resolve_device(name: str = "auto") -> tuple[torch.device, str]:
         raise ConfigError("device 'cuda' was asked for but CUDA is not available here; use device 'auto' or 'cpu'")
     if name == "mps" and not mps_available():
         raise ConfigError("device 'mps' was asked for but Apple Metal (MPS) is not available here; use device 'auto' or 'cpu'")
+    if name not in ("cuda", "mps", "cpu"):
+        raise ConfigError(f"device {name!r} is not accepted; choose one of auto, cuda, mps, cpu")
     return torch.device(name), "chosen in the config"
 
 

@@ -1,14 +1,23 @@
 """Run folders: every training run writes config.json, metrics.csv, summary.json, checkpoint.pt,
-equity_test.csv and report.png under `runs/` (configurable). Every file is written atomically
-(temporary file, fsync, rename), so a run stopped at any moment leaves only whole files."""
+equity_test.csv and report.png under `runs/` (configurable).
+
+What survives what:
+- every file is written atomically (temporary file, fsync, rename): a run killed at any moment
+  (kill -9 included) leaves only whole files; temporaries of dead processes are removed next time;
+- a write that fails (disk full, file-size limit) removes its temporary file and keeps the last good
+  copy; the run stops, says so, and its last checkpoint stays usable;
+- a run folder is locked while a process trains in it: a second `--resume` of it is refused;
+- checkpoints are loaded as plain data only (`weights_only`): a file that holds code is refused."""
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import io
 import json
 import math
 import os
+import pickle
 import platform
 import shutil
 import threading
@@ -30,7 +39,7 @@ from engine.model import AsymmetricPolicyNetwork, ModelShape, layer_counts, para
 from engine.trainers import Event, Trainer, TrainResult, make_trainer
 
 VERSION = "0.1.0"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: plain data only (loadable with weights_only), PPO state
 MIN_FREE_BYTES = 50 * 2**20
 QUALITY_FRACTION = 0.5  # time-to-quality: first validation score at this fraction of the trailing rule's
 RUN_FILES = ("config.json", "metrics.csv", "summary.json", "checkpoint.pt", "equity_test.csv", "report.png")
@@ -42,13 +51,51 @@ class RunError(ValueError):
 
 # --- atomic files ------------------------------------------------------------------------------------
 
+class WriteError(RunError):
+    """A file of the run could not be written (disk full, size limit); the last good copy is kept."""
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise WriteError(f"could not write {path} ({exc.strerror or exc}); the last good copy is kept") from exc
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files left by processes that died mid-write (kill -9): nobody will finish them."""
+    for temporary in folder.glob(".*.tmp"):
+        parts = temporary.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is not None and pid != os.getpid() and not _alive(pid):
+            temporary.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_run_dir(run_dir: Path):
+    """Hold an exclusive lock on the run folder for as long as the returned file stays open."""
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunError(f"{run_dir} is in use by another asym-tui process; wait for it to finish or stop it first") from None
+    return handle
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -94,7 +141,7 @@ def new_run_dir(parent: Path, config: RunConfig) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = config.run_name or f"{stamp}-{config.trainer}" + (f"-{config.preset}" if config.preset else "")
     candidate, suffix = parent / base, 2
-    while candidate.exists():
+    while os.path.lexists(candidate):  # a dangling link counts as taken
         candidate, suffix = parent / f"{base}-{suffix}", suffix + 1
     candidate.mkdir(parents=True)
     return candidate
@@ -102,8 +149,12 @@ def new_run_dir(parent: Path, config: RunConfig) -> Path:
 
 # --- checkpoints ---------------------------------------------------------------------------------------
 
+CHECKPOINT_KEYS = ("format", "config", "normalizer", "model_shape", "trainer")
+TRAINER_KEYS = ("model", "learner", "counters", "rng")
+
+
 def save_checkpoint(path: Path, trainer: Trainer, normalizer: Normalizer) -> None:
-    state = {"format": CHECKPOINT_FORMAT, "version": VERSION, "config": trainer.config.to_dict(),
+    state = {"format": CHECKPOINT_FORMAT, "version": VERSION, "config": trainer.config.to_dict(), "bar_seconds": trainer.splits.bar_seconds,
              "normalizer": normalizer.state_dict(), "model_shape": dataclasses.asdict(trainer.model.shape),
              "trainer": trainer.state_dict()}
     buffer = io.BytesIO()
@@ -118,14 +169,21 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise RunError(f"{path}: no checkpoint there")
     try:
-        # Our own files hold numpy RNG states and plain Python values, not only tensors.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # Tensors and plain Python values only: a pickle that would run code is refused, never executed.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RunError(f"{path}: refused — it holds objects other than tensors and plain values "
+                       "(a checkpoint that could run code when loaded)") from exc
     except Exception as exc:
         raise RunError(f"{path}: not a readable asym-tui checkpoint (corrupted or truncated: {type(exc).__name__})") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("version", "unknown") if isinstance(state, dict) else "unknown"
         raise RunError(f"{path}: checkpoint from asym-tui version {found} (format {state.get('format') if isinstance(state, dict) else '?'}); "
                        f"this version {VERSION} reads format {CHECKPOINT_FORMAT}")
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    missing += [f"trainer.{key}" for key in TRAINER_KEYS if key not in (state.get("trainer") or {})]
+    if missing:
+        raise RunError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
     return state
 
 
@@ -156,7 +214,9 @@ def resume_config(run_dir: str | Path, overrides: dict | None = None) -> RunConf
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise RunError(f"{run_dir}: not a run folder (no config.json)")
-    saved = json.loads(path.read_text())["config"]
+    saved = read_json(path).get("config")
+    if not isinstance(saved, dict):
+        raise RunError(f"{path}: no 'config' in it; not an asym-tui run record")
     return apply_overrides(RunConfig(), {**saved, **(overrides or {})}, f"resume {run_dir}")
 
 
@@ -165,33 +225,52 @@ def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None =
     """Load data, train, evaluate on validation and test next to the baselines, write the run folder."""
     run_dir = Path(resume_dir) if resume_dir else None
     checked = check_output_dir(run_dir or config.out_dir)  # before loading data or training
-    state = load_checkpoint(run_dir) if run_dir else None
-    splits = splits or prepare_data(config)
-    if state:
-        splits = _renormalized(splits, Normalizer.from_state_dict(state["normalizer"]))
-    events: list[Event] = []
+    lock = lock_run_dir(run_dir) if run_dir else None
+    try:
+        state = load_checkpoint(run_dir) if run_dir else None
+        splits = splits or prepare_data(config)
+        if state:
+            splits = _renormalized(splits, Normalizer.from_state_dict(state["normalizer"]))
+        trainer = make_trainer(config, splits, on_event=on_event, stop=stop)
+        for note in splits.notes:
+            trainer.log("warning", note)
+        if state:
+            load_trainer_state(trainer, state, run_dir)
+            trainer.log("info", f"resumed from {run_dir} at {trainer.episodes:,} episodes")
+        if run_dir is None:
+            run_dir = new_run_dir(checked, config)
+            lock = lock_run_dir(run_dir)
+        remove_stale_temporaries(run_dir)
+        atomic_write_json(run_dir / "config.json", run_record(config, trainer))
 
-    def record(event: Event) -> None:
-        events.append(event)
-        if on_event:
-            on_event(event)
+        write_failures: list[str] = []
 
-    trainer = make_trainer(config, splits, on_event=record, stop=stop)
-    for note in splits.notes:
-        trainer.log("warning", note)
-    if state:
+        def checkpoint() -> None:
+            try:
+                save_checkpoint(run_dir / "checkpoint.pt", trainer, splits.normalizer)
+                write_metrics(run_dir, trainer.history)
+                atomic_write_json(run_dir / "summary.json", build_summary(config, trainer, trainer_result(trainer, "running"), None))
+            except WriteError as exc:  # keep what was saved last; stop rather than train on without a way to save
+                trainer.log("error", f"{exc}; stopping the run")
+                trainer.stop.set()
+                write_failures.append(str(exc))
+
+        result = trainer.run(checkpoint=checkpoint)
+        if write_failures:
+            raise WriteError(f"{write_failures[0]}; the run in {run_dir} stopped at its last good checkpoint")
+        return finish_run(run_dir, config, trainer, splits, result)
+    finally:
+        if lock:
+            lock.close()
+
+
+def load_trainer_state(trainer: Trainer, state: dict, run_dir: Path) -> None:
+    """A checkpoint into a trainer, refusing one made for another network or trainer with one line."""
+    try:
         trainer.load_state_dict(state["trainer"])
-        trainer.log("info", f"resumed from {run_dir} at {trainer.episodes:,} episodes")
-    run_dir = run_dir or new_run_dir(checked, config)
-    atomic_write_json(run_dir / "config.json", run_record(config, trainer))
-
-    def checkpoint() -> None:
-        save_checkpoint(run_dir / "checkpoint.pt", trainer, splits.normalizer)
-        write_metrics(run_dir, trainer.history)
-        atomic_write_json(run_dir / "summary.json", build_summary(config, trainer, trainer_result(trainer, "running"), None))
-
-    result = trainer.run(checkpoint=checkpoint)
-    return finish_run(run_dir, config, trainer, splits, result)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"{run_dir}: the checkpoint does not fit this run's trainer or data ({reason})") from exc
 
 
 def trainer_result(trainer: Trainer, status: str) -> TrainResult:
@@ -306,6 +385,17 @@ def write_equity(path: Path, split, backtests: dict, initial_equity: float) -> N
     atomic_write_text(path, frame.to_csv(index=False))
 
 
+def read_json(path: Path, kind: type = dict):
+    """A JSON file of ours, or one clear RunError when it is unreadable, truncated or of the wrong shape."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: not readable JSON ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(value, kind):
+        raise RunError(f"{path}: expected a JSON {'object' if kind is dict else 'list'}, found {type(value).__name__}")
+    return value
+
+
 def list_runs(out_dir: str | Path) -> list[dict]:
     """Run folders under `out_dir` (sweep folders included, one level down), newest first, with their summaries."""
     runs = []
@@ -325,7 +415,10 @@ def checkpoint_model(state: dict, last: bool = False) -> tuple[AsymmetricPolicyN
     model = AsymmetricPolicyNetwork(ModelShape(**state["model_shape"]))
     best = state["trainer"].get("best")
     use_best = best is not None and state["config"].get("select_best", True) and not last
-    model.load_state_dict(best["model"] if use_best else state["trainer"]["model"])
+    try:
+        model.load_state_dict(best["model"] if use_best else state["trainer"]["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise RunError(f"the checkpoint's weights do not fit its model shape ({str(exc).splitlines()[0][:160]})") from exc
     weights = f"weights chosen on validation (after {best['episodes']:,} episodes)" if use_best else "last weights"
     return model.eval(), weights
 
@@ -339,12 +432,19 @@ def evaluate_checkpoint(checkpoint: str | Path, source: str | None = None, split
     config = apply_overrides(RunConfig(), state["config"], f"checkpoint {checkpoint}")
     source = source or config.data
     features, bar_seconds = source_features(source, Normalizer.from_state_dict(state["normalizer"]), config.macro_window, config.micro_window)
+    expected = state["model_shape"]["macro_dim"] + state["model_shape"]["micro_dim"]
+    if features.macro.shape[1] + features.micro.shape[1] != expected:
+        raise RunError(f"{checkpoint}: the model reads {expected} features, this data gives "
+                       f"{features.macro.shape[1] + features.micro.shape[1]}")
     if split != "all":
         features = features.rows(split_bounds(len(features), config.train_fraction, config.validation_fraction)[split])
     model, weights = checkpoint_model(state, last)
     results = evaluate_split(model, features, config.env_config(), bar_seconds, seed)
     from engine.metrics import periods_per_year
 
-    return {"checkpoint": str(checkpoint), "data": source, "split": split, "bars": len(features), "weights": weights,
+    trained_bar = state.get("bar_seconds")
+    notes = [] if trained_bar in (None, bar_seconds) else [
+        f"the model was trained on {trained_bar / 60:g}-minute bars; this data has {bar_seconds / 60:g}-minute bars"]
+    return {"checkpoint": str(checkpoint), "data": source, "split": split, "bars": len(features), "weights": weights, "notes": notes,
             "bar_seconds": bar_seconds, "periods_per_year": periods_per_year(bar_seconds),
             "policies": {name: backtest.metrics for name, backtest in results.items()}}

@@ -3,7 +3,9 @@
 The local executor runs trials one after another in this process and needs nothing extra. The Ray
 executor runs the same trials through Ray Tune (`tune.Tuner` with `grid_search`), on a local Ray
 instance or a cluster, with fractional GPUs per trial. Both write the same `sweep.csv` / `sweep.json`:
-one row per trial, ranked by validation Sharpe (test metrics are shown, never used for ranking).
+one row per trial, ranked by the validation score that also selects each run's model (mean Sharpe on
+validation and its mirror image; test metrics are shown, never used for ranking). `--resume` skips
+completed trials and reruns unfinished ones in their own folders.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from engine.config import ConfigError, RunConfig, apply_overrides, config_fields
-from engine.runs import atomic_write_json, atomic_write_text, check_output_dir, execute_run
+from engine.runs import RunError, atomic_write_json, atomic_write_text, check_output_dir, execute_run, read_json
 
-TABLE_COLUMNS = ("trial", "seed", "status", "episodes_per_min", "steps_per_s", "val_sharpe", "test_sharpe",
+TABLE_COLUMNS = ("trial", "seed", "status", "episodes_per_min", "steps_per_s", "val_score", "val_sharpe", "test_sharpe",
                  "test_max_drawdown", "test_return", "error")
 
 
@@ -62,25 +65,32 @@ def trial_config(base: RunConfig, trial: Trial, sweep_dir: Path) -> RunConfig:
 
 
 def finished_row(trial: Trial, sweep_dir: Path) -> dict | None:
-    """The row of a trial that already completed (for --resume), else None."""
-    path = sweep_dir / trial.name / "summary.json"
-    if not path.is_file():
-        return None
-    summary = json.loads(path.read_text())
-    return summary_row(trial, summary) if summary.get("status") == "completed" and "test" in summary else None
+    """The row of a trial that already completed (for --resume), else None. A trial folder left
+    unfinished (stopped, failed, unreadable) is removed, so the trial reruns under its own name."""
+    folder = sweep_dir / trial.name
+    try:
+        summary = read_json(folder / "summary.json")
+        if summary.get("status") == "completed" and "test" in summary:
+            return summary_row(trial, summary)
+    except RunError:
+        pass
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    return None
 
 
 def summary_row(trial: Trial, summary: dict) -> dict:
     test, validation = summary["test"]["agent"], summary["validation"]["agent"]
     return {"trial": trial.name, **trial.params, "seed": trial.seed, "status": summary["status"],
             "episodes_per_min": summary["throughput"]["episodes_per_min"], "steps_per_s": summary["throughput"]["steps_per_s"],
+            "val_score": (summary.get("selected_model") or {}).get("val_score"),
             "val_sharpe": validation["sharpe"], "test_sharpe": test["sharpe"], "test_max_drawdown": test["max_drawdown"],
             "test_return": test["total_return"], "error": ""}
 
 
 def failed_row(trial: Trial, status: str, error: str) -> dict:
     return {"trial": trial.name, **trial.params, "seed": trial.seed, "status": status, "episodes_per_min": None,
-            "steps_per_s": None, "val_sharpe": None, "test_sharpe": None, "test_max_drawdown": None, "test_return": None,
+            "steps_per_s": None, "val_score": None, "val_sharpe": None, "test_sharpe": None, "test_max_drawdown": None, "test_return": None,
             "error": error}
 
 
@@ -97,8 +107,9 @@ def run_trial(base: RunConfig, trial: Trial, sweep_dir: Path, stop: threading.Ev
 
 
 def ranked(rows: list[dict]) -> list[dict]:
-    """By validation Sharpe, best first; trials without one (failed, stopped early) last."""
-    return sorted(rows, key=lambda row: (row["val_sharpe"] is None, -(row["val_sharpe"] or 0.0)))
+    """By validation score, best first; trials without one (failed, stopped early) last."""
+    score = lambda row: row.get("val_score") if row.get("val_score") is not None else row.get("val_sharpe")
+    return sorted(rows, key=lambda row: (score(row) is None, -(score(row) or 0.0)))
 
 
 def write_tables(sweep_dir: Path, spec: dict, rows: list[dict]) -> None:

@@ -16,11 +16,14 @@ around it is large, as in real markets.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 BARS_PER_DAY = 288
 REGIME_DRIFT_SIGN = np.array([1.0, -1.0, 0.0])  # bull, bear, range
+MAX_DAYS = 3650  # ten years of 5-minute bars (about 1 M candles) is plenty for a synthetic market
 SYNTHETIC_DEFAULTS = {"days": 120, "seed": 7, "drift": 0.0002, "regime_bars": 1152, "volatility": 0.60, "start_price": 30_000.0}
 
 
@@ -40,8 +43,13 @@ def parse_synthetic_options(source: str) -> dict:
             options[key] = kind(float(value)) if kind is int else kind(value)
         except ValueError as exc:
             raise DataError(f"{source}: option {key} needs a number, got {value!r}") from exc
-    if options.get("days", 1) <= 0:
-        raise DataError(f"{source}: days must be positive")
+    for key, value in options.items():
+        if not math.isfinite(value):
+            raise DataError(f"{source}: option {key} must be a finite number, got {value}")
+    limits = {"days": (0, MAX_DAYS), "regime_bars": (0, math.inf), "volatility": (0, 10), "start_price": (0, math.inf)}
+    for key, (low, high) in limits.items():
+        if key in options and not low < options[key] <= high:
+            raise DataError(f"{source}: {key} must be > {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "") + f", got {options[key]:g}")
     return options
 
 

@@ -134,7 +134,7 @@ def wait_for_training(process, run_dir, seconds=60):
     time.sleep(1.0)  # a few updates
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_signals_stop_headless_training_with_a_checkpoint_and_summary(tmp_path, sig, code):
     process = train_subprocess(tmp_path)
     run_dir = tmp_path / "runs" / "run"

@@ -27,8 +27,8 @@ def test_local_sweep_runs_a_2x2_grid_of_run_folders(tmp_path, capsys):
     assert (table["episodes_per_min"] > 0).all()
     for trial in table["trial"]:
         assert (tmp_path / "local" / trial / "summary.json").is_file() and (tmp_path / "local" / trial / "checkpoint.pt").is_file()
-    assert list(table["val_sharpe"]) == sorted(table["val_sharpe"], reverse=True)
-    assert "ranked by validation Sharpe" in capsys.readouterr().out
+    assert list(table["val_score"]) == sorted(table["val_score"], reverse=True)
+    assert "ranked by validation score" in capsys.readouterr().out
 
 
 def test_ray_sweep_gives_the_same_table_shape(tmp_path):
