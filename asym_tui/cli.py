@@ -452,7 +452,7 @@ def run_app(args) -> int:
 
 
 def cmd_data_inspect(args) -> int:
-    from engine.data import load_candles, summarize
+    from engine.data import MAX_GAP_BARS, load_candles, segments, summarize
     from engine.features import feature_names, prepare_splits
 
     if args.micro_window < 2 or args.macro_window < args.micro_window:
@@ -479,9 +479,26 @@ def cmd_data_inspect(args) -> int:
         ("splits (rows)", " / ".join(f"{name} {len(splits[name]):,}" for name in ("train", "validation", "test"))),
         ("featurization", f"{featurize_seconds:.2f} s ({len(candles) / featurize_seconds:,.0f} bars/s)"),
     ]
+    pieces = segments(candles)
+    if "series" in candles:
+        rows.insert(1, ("series", ", ".join(sorted(candles["series"].unique()))))
+    rows.insert(4, ("segments", f"{len(pieces):,} continuous (cut where the series changes or over {MAX_GAP_BARS} bars are missing)"))
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+    if len(pieces) > 1:
+        listing = Table(title="Segments (episodes never cross from one to the next)")
+        for column in ("#", "series", "from", "to", "bars"):
+            listing.add_column(column, justify="right" if column in ("#", "bars") else "left")
+        for number, piece in enumerate(pieces[:30], 1):
+            part = candles.iloc[piece]
+            listing.add_row(str(number), str(part["series"].iloc[0]) if "series" in part else "—",
+                            f"{part['timestamp'].iloc[0]:%Y-%m-%d %H:%M}", f"{part['timestamp'].iloc[-1]:%Y-%m-%d %H:%M}", f"{len(part):,}")
+        console.print(listing)
+        if len(pieces) > 30:
+            console.print(f"[dim]… and {len(pieces) - 30:,} more[/]")
+    for note in splits.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     for warning in caught:
         console.print(f"[yellow]warning:[/] {warning.message}")
     return 0

@@ -72,6 +72,7 @@ class RunConfig:
     lr_micro: float = 3e-4  # Adam learning rate of MicroNet, the decision head and the value head
     macro_every: int = 1  # MacroNet is updated once per this many MicroNet updates (the seed used 10: it starves learning)
     grad_clip: float = 1.0  # gradient norm clip
+    anneal_lr: bool = True  # learning rates fall linearly to 0 over the run's duration (or episode budget)
     entropy_coef: float = 0.01  # entropy bonus weight (keeps exploring)
     max_nan_updates: int = 5  # stop after this many non-finite updates in a row (0 = never)
     # PPO (optimized trainer, algorithm = "ppo")

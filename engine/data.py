@@ -3,6 +3,11 @@
 `load_candles(source)` returns a DataFrame with a UTC `timestamp` column and float
 `open, high, low, close, volume` (plus `quote_volume` when present), sorted and without duplicates.
 Facts found while loading (timeframe, gaps, duplicates dropped) are in `frame.attrs`.
+
+Files of different symbols (named from the file, e.g. `BTCUSDT-5m-2024-05.zip`) stay separate series
+(a `series` column); rows of one symbol that share a timestamp but disagree are refused. `segments()`
+cuts the frame where the series changes or a gap is longer than `MAX_GAP_BARS`: features warm up again
+after a cut, episodes never cross one, and splits are by time across all segments.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -28,6 +34,8 @@ BINANCE_KLINE_COLUMNS = (
 # Header spellings seen in exports, mapped to our column names.
 COLUMN_ALIASES = {"open time": "open_time", "quote asset volume": "quote_volume", "close time": "close_time"}
 FILE_SUFFIXES = (".csv", ".txt", ".parquet", ".pq", ".zip")
+MAX_GAP_BARS = 12  # a longer hole in the data (an hour of 5-minute bars) ends a segment; shorter ones are traded across
+SYMBOL_TOKEN = re.compile(r"[A-Z][A-Z0-9]{2,}")
 
 
 class DataError(ValueError):
@@ -60,12 +68,36 @@ def load_candles(source: str | os.PathLike) -> pd.DataFrame:
         frame.attrs.update(source=text, duplicates_dropped=0)
     else:
         files = _expand_source(text)
-        frames = [_validated(_read_file(path), str(path)) for path in files]
+        frames = [_validated(_read_file(path), str(path)).assign(_file=str(path), series=series_name(path)) for path in files]
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        frame = _deduplicate(frame.sort_values("timestamp", kind="stable"), text)
+        frame = _deduplicate(frame.sort_values(["series", "timestamp"], kind="stable"), text)
+        if frame["series"].nunique() == 1:
+            frame = frame.drop(columns="series")
         frame.attrs["source"] = text
     frame.attrs.update(_timing_facts(frame, text))
     return frame
+
+
+def series_name(path: Path) -> str:
+    """The symbol a file holds, from its name: the first upper-case ticker-like word, as exchanges name
+    their files ('BTCUSDT-5m-2024-05.zip' → BTCUSDT); files whose names carry none form one series."""
+    for token in re.split(r"[-_. ]+", path.name.split(".")[0]):
+        if SYMBOL_TOKEN.fullmatch(token):
+            return token
+    return "data"
+
+
+def segments(frame: pd.DataFrame) -> list[slice]:
+    """Row ranges of the frame that are one continuous series: cut where the symbol changes or where
+    more than MAX_GAP_BARS bars are missing."""
+    steps = frame["timestamp"].diff().iloc[1:].to_numpy().astype("timedelta64[ns]").astype(np.int64)
+    timeframe = frame.attrs["timeframe"].value if "timeframe" in frame.attrs else int(np.median(steps))
+    cut = steps > (MAX_GAP_BARS + 1) * timeframe
+    if "series" in frame:
+        labels = frame["series"].to_numpy()
+        cut |= labels[1:] != labels[:-1]
+    starts = np.concatenate([[0], np.flatnonzero(cut) + 1, [len(frame)]])
+    return [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
 
 
 def summarize(frame: pd.DataFrame) -> DataSummary:
@@ -251,7 +283,20 @@ def _parse_times(column: pd.Series, name: str, column_name: str, where) -> pd.Se
 
 
 def _deduplicate(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    duplicated = frame["timestamp"].duplicated(keep="first")
+    """Drop rows that repeat another row of the same series exactly; refuse rows that disagree with it."""
+    keys = ["series", "timestamp"] if "series" in frame else ["timestamp"]
+    values = [c for c in (*OHLCV_COLUMNS, "quote_volume") if c in frame]
+    duplicated = frame.duplicated(keys, keep="first")
+    if duplicated.any():
+        same_time = frame[frame.duplicated(keys, keep=False)]
+        disagree = same_time.groupby(keys, sort=False)[values].nunique(dropna=False).gt(1).any(axis=1)
+        if disagree.any():
+            key = disagree[disagree].index[0]
+            timestamp = key[-1] if isinstance(key, tuple) else key
+            files = same_time.loc[same_time["timestamp"] == timestamp, "_file"].unique() if "_file" in frame else ["?"]
+            raise DataError(f"{name}: rows for {timestamp} disagree ({' vs '.join(map(str, files[:2]))}): two sources for the same "
+                            "bar; remove one, or name files by symbol so different symbols stay separate series")
+    frame = frame.drop(columns="_file", errors="ignore")
     count = int(duplicated.sum())
     if count:
         warnings.warn(f"{name}: dropped {count} row(s) with duplicated timestamps", stacklevel=3)
@@ -266,6 +311,9 @@ def _timing_facts(frame: pd.DataFrame, name: str) -> dict:
     if len(frame) < 2:
         raise DataError(f"{name}: only {len(frame)} row(s); need at least 2 candles")
     steps = frame["timestamp"].diff().iloc[1:].to_numpy().astype("timedelta64[ns]").astype(np.int64)
+    if "series" in frame:  # spacing within each series only
+        labels = frame["series"].to_numpy()
+        steps = steps[labels[1:] == labels[:-1]]
     timeframe = int(np.median(steps))
     off_grid = np.flatnonzero(steps % timeframe != 0)
     if len(off_grid):

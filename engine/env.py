@@ -61,7 +61,8 @@ class EpisodeStarts:
 
     def __init__(self, segment_lengths: tuple[int, ...], episode_length: int):
         lengths = np.asarray(segment_lengths)
-        counts = lengths - episode_length  # valid starts per segment: offset .. offset + length - 1 - episode_length
+        # valid starts per segment: offset .. offset + length - 1 - episode_length (none in a segment too short)
+        counts = np.maximum(lengths - episode_length, 0)
         self.total = int(counts.sum())
         self.ends = np.cumsum(counts)  # cumulative valid-start counts
         self.shift = np.concatenate([[0], np.cumsum(lengths)[:-1]]) - np.concatenate([[0], self.ends[:-1]])
@@ -102,7 +103,7 @@ class TradingEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (observation_size(features),), np.float32)
         self.action_space = gym.spaces.Discrete(3)
         lengths = segment_lengths(features)
-        self.starts = EpisodeStarts(lengths, min(config.episode_steps, min(lengths) - 1))
+        self.starts = EpisodeStarts(lengths, min(config.episode_steps, max(lengths) - 1))
         self.row = self.start = self.steps = 0
         self.level, self.equity = 0, 1.0
 
@@ -159,7 +160,7 @@ class VectorizedTradingEnv:
         self.table = torch.as_tensor(table, dtype=torch.float32, device=self.device)
         self.returns = torch.as_tensor(bar_returns(features.close), dtype=torch.float32, device=self.device)
         lengths = segment_lengths(features)
-        self.episode_length = min(config.episode_steps, min(lengths) - 1)
+        self.episode_length = min(config.episode_steps, max(lengths) - 1)
         self.starts = EpisodeStarts(lengths, self.episode_length)
         # On the device once: reset() must not copy from the host (it runs inside a CUDA graph capture).
         self.start_ends = torch.as_tensor(self.starts.ends, device=self.device)

@@ -22,7 +22,7 @@ import torch
 
 from engine.data import load_candles
 from engine.env import BUY, HOLD, SELL, EnvConfig, TradingEnv
-from engine.features import Features, MarketSplits, Normalizer, build_features
+from engine.features import Features, MarketSplits, Normalizer, concatenate, series_features
 from engine.metrics import compute_metrics
 from engine.model import AsymmetricPolicyNetwork
 
@@ -39,12 +39,20 @@ class Backtest:
 
 
 def _run(env: TradingEnv, choose, bar_seconds: float) -> Backtest:
-    env.reset(options={"start": 0})
-    equity, levels = [1.0], []
-    for step in range(env.episode_length):
-        _, _, terminated, _, info = env.step(choose(step, env))
-        equity.append(info["equity"])
-        levels.append(info["level"])
+    """One episode per segment of the series, chained: flat across each cut, equity carried over."""
+    equity, levels, terminated = [1.0], [], False
+    for start in (0, *env.starts.segment_ends[:-1]):
+        if start:
+            equity.append(equity[-1])  # the cut itself: flat, nothing earned or paid
+            levels.append(0)
+        carried = equity[-1]
+        env.reset(options={"start": int(start)})
+        for step in range(env.episode_length):
+            _, _, terminated, _, info = env.step(choose(step, env))
+            equity.append(carried * info["equity"])
+            levels.append(info["level"])
+            if terminated:
+                break
         if terminated:
             break
     equity_array, level_array = np.asarray(equity), np.asarray(levels)
@@ -142,8 +150,8 @@ def unseen_sources(data: str, count: int) -> list[str]:
 def source_features(source: str, normalizer: Normalizer, macro_window: int, micro_window: int) -> tuple[Features, float]:
     """Any data source as one normalized series (with the training run's statistics), and its bar length."""
     candles = load_candles(source)
-    features = normalizer.apply(build_features(candles, macro_window, micro_window))
-    return features, candles.attrs["timeframe"].total_seconds()
+    built, _ = series_features(candles, macro_window, micro_window)
+    return normalizer.apply(concatenate([features for _, features in built])), candles.attrs["timeframe"].total_seconds()
 
 
 def unseen_report(model: AsymmetricPolicyNetwork, normalizer: Normalizer, sources: list[str], env_config: EnvConfig,

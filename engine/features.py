@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from engine.data import DataError, split_bounds
+from engine.data import DataError, segments, split_bounds
 
 INDICATORS = (
     "log_return", "volatility_12", "volatility_24", "volatility_48", "volume_zscore_24",
@@ -42,12 +42,25 @@ class Features:
         trend = None if self.trend is None else self.trend[selection]
         return Features(self.macro[selection], self.micro[selection], self.close[selection], self.timestamps[selection], None, trend)
 
-    def followed_by(self, other: Features) -> Features:
-        """This series and another as two segments that episodes never cross."""
-        trend = None if self.trend is None or other.trend is None else np.concatenate([self.trend, other.trend])
-        return Features(np.concatenate([self.macro, other.macro]), np.concatenate([self.micro, other.micro]),
-                        np.concatenate([self.close, other.close]), np.concatenate([self.timestamps, other.timestamps]),
-                        (len(self), len(other)), trend)
+    def between(self, start=None, end=None) -> Features:
+        """The rows with start <= timestamp < end (None: open), of one continuous series."""
+        first = 0 if start is None else int(np.searchsorted(self.timestamps, start, side="left"))
+        last = len(self) if end is None else int(np.searchsorted(self.timestamps, end, side="left"))
+        return self.rows(slice(first, max(first, last)))
+
+
+def concatenate(pieces: list[Features]) -> Features:
+    """Series back to back as segments that episodes and backtests never cross (pieces under 2 rows,
+    which can't be traded, are left out)."""
+    pieces = [piece for piece in pieces if len(piece) >= 2]
+    if len(pieces) == 1:
+        return pieces[0]
+    if not pieces:
+        raise DataError("no segment of the data has 2 or more rows in this split")
+    join = lambda name: np.concatenate([getattr(piece, name) for piece in pieces])
+    trend = None if any(piece.trend is None for piece in pieces) else join("trend")
+    lengths = tuple(length for piece in pieces for length in (piece.segment_lengths or (len(piece),)))
+    return Features(join("macro"), join("micro"), join("close"), join("timestamps"), lengths, trend)
 
 
 @dataclass
@@ -173,6 +186,35 @@ def mirror_candles(candles: pd.DataFrame) -> pd.DataFrame:
     return mirrored
 
 
+def series_features(candles: pd.DataFrame, macro_window: int = 492, micro_window: int = 60) -> tuple[list[tuple[pd.DataFrame, Features]], list[str]]:
+    """(candles, features) of each continuous segment (see `engine.data.segments`): features warm up
+    again after every cut. A segment too short to warm up is left out, with a note saying so."""
+    built, notes = [], []
+    pieces = segments(candles)
+    for piece in pieces:
+        part = candles.iloc[piece]
+        try:
+            built.append((part, build_features(part, macro_window, micro_window)))
+        except DataError:
+            if len(pieces) == 1:
+                raise
+            series = f" of {part['series'].iloc[0]}" if "series" in part else ""
+            notes.append(f"{candles.attrs.get('source', 'data')}: {len(part):,} bars{series} from {part['timestamp'].iloc[0]} to "
+                         f"{part['timestamp'].iloc[-1]} left out: too short to warm up the {macro_window}-bar window")
+    if not built:
+        raise DataError(f"{candles.attrs.get('source', 'data')}: no continuous segment is long enough for macro_window={macro_window}")
+    return built, notes
+
+
+def split_by_time(pieces: list[Features], train_fraction: float = 0.70, validation_fraction: float = 0.15) -> dict[str, Features]:
+    """Train / validation / test by two time cuts shared by every segment (70 / 15 / 15 of all rows by default)."""
+    stamps = np.sort(np.concatenate([piece.timestamps for piece in pieces]))
+    bounds = split_bounds(len(stamps), train_fraction, validation_fraction)
+    cuts = {"train": (None, stamps[bounds["train"].stop]), "validation": (stamps[bounds["train"].stop], stamps[bounds["validation"].stop]),
+            "test": (stamps[bounds["validation"].stop], None)}
+    return {name: concatenate([piece.between(*cut) for piece in pieces]) for name, cut in cuts.items()}
+
+
 def prepare_splits(
     candles: pd.DataFrame,
     macro_window: int = 492,
@@ -181,25 +223,32 @@ def prepare_splits(
     validation_fraction: float = 0.15,
     mirror_train: bool = False,
 ) -> MarketSplits:
-    """Features for the whole series, split by time, normalized with train statistics only.
+    """Features of each continuous segment, split by time, normalized with train statistics only.
 
-    `mirror_train` appends the train split's mirror image (see `mirror_candles`) as a second training
-    segment, so the training data has no net direction: an agent can't profit from "always long" (or
-    short) on it and has to read the market. Validation and test are never mirrored."""
-    features = build_features(candles, macro_window, micro_window)
-    bounds = split_bounds(len(features), train_fraction, validation_fraction)
-    train = features.rows(bounds["train"])
-    warmup = len(candles) - len(features)  # candle index of feature row 0
+    `mirror_train` appends the train split's mirror image (see `mirror_candles`) as more training
+    segments, so the training data has no net direction: an agent can't profit from "always long" (or
+    short) on it and has to read the market. Validation and test are never mirrored for training; the
+    validation split's mirror is kept apart for model selection."""
+    built, notes = series_features(candles, macro_window, micro_window)
+    pieces = [features for _, features in built]
+    splits = split_by_time(pieces, train_fraction, validation_fraction)
+    train_end, validation_end = splits["validation"].timestamps[0], splits["test"].timestamps[0]
+    # Each segment mirrored up to the validation split's end, so mirrored features have their full history.
+    mirrored = []
+    for part, _ in built:
+        try:
+            mirrored.append(build_features(mirror_candles(part[part["timestamp"] < validation_end]), macro_window, micro_window))
+        except DataError:  # a segment with too little before the validation end has no mirror to offer
+            continue
+    train = splits["train"]
     if mirror_train:
-        end = warmup + bounds["train"].stop  # candles up to the train split's last bar
-        train = train.followed_by(build_features(mirror_candles(candles.iloc[:end]), macro_window, micro_window))
+        train = concatenate([train, *[piece.between(None, train_end) for piece in mirrored]])
     normalizer = Normalizer.fit(train)
-    splits = {name: normalizer.apply(train if name == "train" else features.rows(bounds[name])) for name in bounds}
-    # The mirror of everything up to the validation split's end, so its features have their full history.
-    mirrored = build_features(mirror_candles(candles.iloc[: warmup + bounds["validation"].stop]), macro_window, micro_window)
+    validation_mirror = concatenate([piece.between(train_end, validation_end) for piece in mirrored]) if mirrored else None
     bar_seconds = candles.attrs["timeframe"].total_seconds() if "timeframe" in candles.attrs else 300.0
-    return MarketSplits(**splits, normalizer=normalizer, bar_seconds=bar_seconds,
-                        validation_mirror=normalizer.apply(mirrored.rows(bounds["validation"])))
+    return MarketSplits(train=normalizer.apply(train), validation=normalizer.apply(splits["validation"]),
+                        test=normalizer.apply(splits["test"]), normalizer=normalizer, bar_seconds=bar_seconds, notes=tuple(notes),
+                        validation_mirror=None if validation_mirror is None else normalizer.apply(validation_mirror))
 
 
 def feature_names() -> list[str]:

@@ -207,6 +207,12 @@ class Learner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def anneal(self, remaining: float) -> None:
+        """Scale both learning rates to `remaining` (1 at the start of the run, 0 at its end)."""
+        for optimizer, rate in ((self.macro_optimizer, self.config.lr_macro), (self.micro_optimizer, self.config.lr_micro)):
+            for group in optimizer.param_groups:
+                group["lr"] = rate * remaining
+
     def begin_accumulation(self) -> None:
         """At the first backward of an optimizer step: does MacroNet take part in this one?"""
         if self.pending_backwards == 0:

@@ -32,9 +32,9 @@ import pandas as pd
 import torch
 
 from engine.config import RunConfig, apply_overrides
-from engine.data import load_candles
+from engine.data import MAX_GAP_BARS, load_candles
 from engine.evaluation import evaluate_split, rule_validation_score, source_features, unseen_report, unseen_sources
-from engine.features import MarketSplits, Normalizer, prepare_splits
+from engine.features import MarketSplits, Normalizer, prepare_splits, split_by_time
 from engine.model import AsymmetricPolicyNetwork, ModelShape, layer_counts, parameter_counts
 from engine.trainers import Event, Trainer, TrainResult, make_trainer
 
@@ -205,8 +205,9 @@ def prepare_data(config: RunConfig) -> MarketSplits:
                             config.mirror_train)
     notes = [str(warning.message) for warning in caught]
     if candles.attrs.get("gaps"):
-        notes.append(f"{config.data}: {candles.attrs['gaps']:,} gap(s), {candles.attrs['missing_bars']:,} missing bar(s), not filled")
-    return dataclasses.replace(splits, notes=tuple(notes))
+        notes.append(f"{config.data}: {candles.attrs['gaps']:,} gap(s), {candles.attrs['missing_bars']:,} missing bar(s), not filled; "
+                     f"gaps over {MAX_GAP_BARS} bars end a segment that episodes never cross")
+    return dataclasses.replace(splits, notes=(*notes, *splits.notes))
 
 
 def resume_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:
@@ -426,8 +427,6 @@ def checkpoint_model(state: dict, last: bool = False) -> tuple[AsymmetricPolicyN
 def evaluate_checkpoint(checkpoint: str | Path, source: str | None = None, split: str = "all", last: bool = False,
                         seed: int = 0) -> dict:
     """Greedy backtest of a run's model on any data source (or its own), next to the baselines."""
-    from engine.data import split_bounds
-
     state = load_checkpoint(checkpoint)
     config = apply_overrides(RunConfig(), state["config"], f"checkpoint {checkpoint}")
     source = source or config.data
@@ -437,7 +436,7 @@ def evaluate_checkpoint(checkpoint: str | Path, source: str | None = None, split
         raise RunError(f"{checkpoint}: the model reads {expected} features, this data gives "
                        f"{features.macro.shape[1] + features.micro.shape[1]}")
     if split != "all":
-        features = features.rows(split_bounds(len(features), config.train_fraction, config.validation_fraction)[split])
+        features = split_by_time([features], config.train_fraction, config.validation_fraction)[split]
     model, weights = checkpoint_model(state, last)
     results = evaluate_split(model, features, config.env_config(), bar_seconds, seed)
     from engine.metrics import periods_per_year

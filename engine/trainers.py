@@ -214,6 +214,8 @@ class Trainer:
         status, reason, step = "completed", "", None
         while not (reason := self.stop_reason(started)):
             updates_before = self.learner.micro_updates
+            if config.anneal_lr:
+                self.learner.anneal(self.remaining(started))
             try:
                 step = self.iterate()
             except (RuntimeError, TrainingStopped) as exc:  # torch.OutOfMemoryError is a RuntimeError
@@ -251,6 +253,14 @@ class Trainer:
         self.session_steps += step.env_steps
         self.session_updates += updates
         self.recent_log_returns.extend(step.finished_log_returns.tolist())
+
+    def remaining(self, started: float) -> float:
+        """The fraction of this run's budget (duration, else episodes) still left; 1 when it has none."""
+        if self.config.duration_s:
+            return max(0.0, 1.0 - (time.perf_counter() - started) / self.config.duration_s)
+        if self.config.max_episodes:
+            return max(0.0, 1.0 - self.episodes / self.config.max_episodes)
+        return 1.0
 
     def stop_reason(self, started: float) -> str:
         if self.stop.is_set():
@@ -361,7 +371,7 @@ class OriginalTrainer(Trainer):
 
     @property
     def episode_length(self) -> int:
-        return min(self.config.episode_steps, min(segment_lengths(self.splits.train)) - 1)
+        return min(self.config.episode_steps, max(segment_lengths(self.splits.train)) - 1)
 
     @torch.no_grad()
     def collect(self) -> tuple[Rollout, torch.Tensor]:

@@ -4,7 +4,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from engine.env import BUY, HOLD, SELL, EnvConfig, TradingEnv, VectorizedTradingEnv
-from engine.features import Features, prepare_splits
+from engine.features import Features, concatenate, prepare_splits
 from engine.synthetic import generate_candles
 
 FEE = 0.001 + 0.0005
@@ -120,7 +120,7 @@ def test_vectorized_random_starts_differ_and_fit_the_split(features):
 
 
 def test_episodes_never_cross_segments(features):
-    two = features.rows(slice(0, 300)).followed_by(features.rows(slice(300, 700)))
+    two = concatenate([features.rows(slice(0, 300)), features.rows(slice(300, 700))])
     vector = VectorizedTradingEnv(two, 2048, EnvConfig(episode_steps=100))
     vector.reset(generator=torch.Generator().manual_seed(0))
     starts = vector.start.numpy()
@@ -135,7 +135,7 @@ def test_episodes_never_cross_segments(features):
 
 def test_reset_and_step_copy_nothing_from_the_host(features, monkeypatch):
     """The optimized trainer captures reset + every step in one CUDA graph: no host-to-device copies allowed."""
-    two = features.rows(slice(0, 300)).followed_by(features.rows(slice(300, 700)))
+    two = concatenate([features.rows(slice(0, 300)), features.rows(slice(300, 700))])
     vector = VectorizedTradingEnv(two, 64, EnvConfig(episode_steps=50))
 
     def refuse(*args, **kwargs):

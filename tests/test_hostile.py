@@ -232,3 +232,66 @@ def test_divergence_hint_names_reward_scale_when_it_is_the_cause(tiny_config, ti
     runner = make_trainer(tiny_config(reward_scale=1e30, max_episodes=200, max_nan_updates=2), tiny_splits)
     result = runner.run()
     assert result.status == "failed" and "lower reward_scale (now 1e+30" in result.stop_reason
+
+
+@pytest.fixture
+def two_symbols(tmp_path):
+    btc = generate_candles(days=8, seed=1)
+    eth = generate_candles(days=8, seed=2)
+    eth[["open", "high", "low", "close"]] /= 15  # a different price level: stitching would show as a jump
+    btc.to_csv(tmp_path / "BTCUSDT-5m-2024-01.csv", index=False)
+    eth.to_csv(tmp_path / "ETHUSDT-5m-2024-01.csv", index=False)
+    return tmp_path
+
+
+def test_two_symbols_in_one_folder_stay_two_series(two_symbols, capsys):
+    from engine.data import segments
+    from engine.features import prepare_splits
+
+    candles = load_candles(two_symbols)
+    assert sorted(candles["series"].unique()) == ["BTCUSDT", "ETHUSDT"] and len(candles) == 2 * 8 * 288
+    assert len(segments(candles)) == 2
+    splits = prepare_splits(candles, 64, 16)
+    for name in ("train", "validation", "test"):
+        lengths = splits[name].segment_lengths
+        assert len(lengths) == 2
+        first = splits[name].close[: lengths[0]]
+        assert first.max() / first.min() < 2  # one symbol's prices only: no jump from ~2,000 to ~30,000 inside
+    assert main(["data", "inspect", str(two_symbols), "--macro-window", "64", "--micro-window", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "BTCUSDT, ETHUSDT" in out and "Segments" in out
+
+
+def test_rows_of_one_symbol_that_disagree_are_refused(two_symbols):
+    btc = pd.read_csv(two_symbols / "BTCUSDT-5m-2024-01.csv")
+    btc["volume"] = btc["volume"] + 1
+    btc.to_csv(two_symbols / "BTCUSDT-5m-2024-01-copy.csv", index=False)
+    with pytest.raises(DataError, match=r"rows for 2024-01-01 00:00:00\+00:00 disagree .*BTCUSDT-5m-2024-01"):
+        load_candles(two_symbols)
+
+
+def test_a_long_gap_ends_a_segment_that_nothing_crosses(tmp_path, tiny_config):
+    from engine.env import EnvConfig, VectorizedTradingEnv
+    from engine.evaluation import constant_backtest
+    from engine.features import prepare_splits
+
+    early, late = generate_candles(days=8, seed=1), generate_candles(days=8, seed=3)
+    late["timestamp"] += pd.Timedelta(days=900)  # years apart, like 2021 and 2024 files of one symbol
+    early.to_csv(tmp_path / "BTCUSDT-5m-2021-03.csv", index=False)
+    late.to_csv(tmp_path / "BTCUSDT-5m-2024-01.csv", index=False)
+    candles = load_candles(tmp_path)
+    assert "series" not in candles and candles.attrs["gaps"] == 1
+    splits = prepare_splits(candles, 64, 16)
+    train = splits.train
+    assert len(train.segment_lengths) == 2
+    second_start = train.timestamps[train.segment_lengths[0]]
+    assert second_start >= late["timestamp"].iloc[0] + pd.Timedelta(minutes=5 * (48 + 64 - 1))  # warmed up again
+    env = VectorizedTradingEnv(train, 512, EnvConfig(episode_steps=50))
+    env.reset()
+    ends = np.cumsum(train.segment_lengths)
+    segment_end = ends[np.searchsorted(ends, env.start.numpy(), side="right")]
+    assert (env.start.numpy() + 50 < segment_end).all()  # every episode fits inside its segment
+    backtest = constant_backtest(train, EnvConfig(), 300, 1)
+    cut = train.segment_lengths[0]
+    assert len(backtest.equity) == len(train) and backtest.levels[cut - 1] == 0
+    assert backtest.equity[cut] == backtest.equity[cut - 1]  # nothing earned or lost across the cut
