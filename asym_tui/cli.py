@@ -19,11 +19,17 @@ from rich.text import Text
 
 from engine.config import ConfigError, load_config, parse_duration
 from engine.data import DataError
-from engine.runs import RunError
+from engine.runs import VERSION, RunError
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}  # SIGHUP: terminal closed, ssh dropped
 USER_ERRORS = (DataError, ConfigError, RunError)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for results: the terminal's width, or a wide one when piped (tables are never cut to 80)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() or os.environ.get("COLUMNS") else 200)
 
 
 class UsageError(Exception):
@@ -53,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> Parser:
     parser = Parser(prog="asym-tui", description="Asymmetric RL trading agents: train, compare and watch.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"asym-tui {VERSION}")
     parser.add_argument("--data", help="data source for the app (default: synthetic)")
     parser.add_argument("--preset", help="preset selected when the app opens")
     parser.add_argument("--out", help="runs folder for the app (default: runs)")
@@ -103,6 +110,7 @@ def build_parser() -> Parser:
     bench.add_argument("--compile", type=switch_list, help="on, off or on,off")
     bench.add_argument("--cuda-graphs", type=switch_list, help="on, off or on,off (CUDA only)")
     bench.add_argument("--episode-steps", type=int, default=500)
+    bench.add_argument("--algorithm", choices=("ppo", "reinforce"), default="ppo", help="the optimized configurations' algorithm")
     bench.add_argument("--iterations", type=int, default=2, help="measured iterations per configuration")
     bench.add_argument("--warmup", type=int, default=2, help="warm-up iterations, timed separately (2 cover both MacroNet modes)")
     bench.add_argument("--update-minibatch", type=int, help="samples per update chunk")
@@ -121,6 +129,7 @@ def build_parser() -> Parser:
     inspect.add_argument("source", help="CSV/Parquet/ZIP file, folder, glob, or synthetic[:days=N,seed=S]")
     inspect.add_argument("--macro-window", type=int, default=492)
     inspect.add_argument("--micro-window", type=int, default=60)
+    inspect.add_argument("--json", action="store_true", help="print the facts as JSON")
     inspect.set_defaults(handler=cmd_data_inspect)
     return parser
 
@@ -159,13 +168,15 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="run folder name")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any run-config field (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout (progress goes to stderr)")
+    parser.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files to <run>/tensorboard")
 
 
 def overrides_from(args) -> dict:
     flags = {"data": args.data, "num_envs": args.num_envs, "use_amp": args.amp, "compile_model": args.compile,
              "cuda_graphs": args.cuda_graphs, "device": args.device, "seed": args.seed, "out_dir": args.out,
              "run_name": args.name, "max_episodes": args.episodes, "trainer": getattr(args, "trainer", None),
-             "algorithm": args.algorithm}
+             "algorithm": args.algorithm, "tensorboard": args.tensorboard}
     overrides = {key: value for key, value in flags.items() if value is not None}
     if args.duration is not None:
         overrides["duration_s"] = parse_duration(args.duration)
@@ -213,21 +224,40 @@ def cmd_train(args) -> int:
     if args.resume and args.preset:
         raise UsageError("--preset does not apply with --resume: a resumed run keeps its own config (change fields with --set)")
     config = resume_config(args.resume, overrides) if args.resume else load_config(args.preset, overrides)
-    console = Console()
+    console = make_console(stderr=args.json)
     with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config]) as on_event:
         outcome = execute_run(config, on_event=on_event, stop=stop, resume_dir=args.resume)
-    print_run_summary(console, outcome)
+    if args.json:
+        print_json(headline(outcome))
+    else:
+        print_run_summary(console, outcome)
     return exit_status([outcome], received)
+
+
+def print_json(value) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, default=str))
+
+
+def headline(outcome) -> dict:
+    """What a script wants from a finished run: where it is and its figures (the rest is in summary.json)."""
+    summary = outcome.summary
+    return {"run_dir": str(outcome.run_dir), **{key: summary.get(key) for key in ("status", "stop_reason", "trainer", "algorithm", "seed")},
+            "throughput": summary["throughput"], "test": summary.get("test"), "selected_model": summary.get("selected_model"),
+            "unseen": {k: v for k, v in ((summary.get("learning") or {}).get("unseen") or {}).items() if k != "series"} or None,
+            "time_to_quality_s": (summary.get("learning") or {}).get("time_to_quality_s")}
 
 
 def cmd_compare(args) -> int:
     from engine.compare import by_trainer, read_summary, run_comparison
 
-    console = Console()
+    console = make_console(stderr=args.json)
+    show = (lambda a, b: print_json(comparison_json(a, b))) if args.json else (lambda a, b: print_comparison(console, a, b))
     if args.runs:
         if len(args.runs) != 2:
             raise UsageError("compare takes exactly two run folders, or none to train both")
-        print_comparison(console, *by_trainer(read_summary(args.runs[0]), read_summary(args.runs[1])))
+        show(*by_trainer(read_summary(args.runs[0]), read_summary(args.runs[1])))
         return 0
     config = load_config(args.preset, overrides_from(args))
     with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config, config]) as on_event:
@@ -236,8 +266,18 @@ def cmd_compare(args) -> int:
         if outcome:
             console.print(f"[dim]{outcome.summary['trainer']} run folder:[/] {outcome.run_dir}")
     if optimized:
-        print_comparison(console, original.summary, optimized.summary)
+        show(original.summary, optimized.summary)
     return exit_status([original, optimized], received)
+
+
+def comparison_json(original: dict, optimized: dict) -> dict:
+    from engine.compare import comparison_rows, speedup
+
+    rows = [{"metric": row.metric, "original": row.original, "optimized": row.optimized, "winner": row.winner}
+            for row in comparison_rows(original, optimized)]
+    return {"rows": rows, "speedup": speedup(original, optimized),
+            "validations": {name: (summary.get("learning") or {}).get("validations") for name, summary in
+                            (("original", original), ("optimized", optimized))}}
 
 
 def cmd_eval(args) -> int:
@@ -250,10 +290,12 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=float))
         return 0
-    console = Console()
+    console = make_console()
     console.print(f"[bold]{report['data']}[/] — {split} split, {report['bars']:,} bars, "
                   f"{report['periods_per_year']:,.0f} periods/year, {report['weights']}", highlight=False)
     console.print(metrics_table(report["policies"], "Backtest (greedy agent vs baselines)"))
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     return 0
 
 
@@ -287,7 +329,7 @@ def cmd_sweep(args) -> int:
     sweep_dir = Path(args.resume).resolve() if args.resume else new_sweep_dir(base.out_dir, args.name or "")
     spec = {"preset": args.preset, "grid_args": args.grid, "grid": grid, "seeds": args.seeds,
             "executor": f"ray ({args.ray})" if args.ray else "local", "overrides": {k: v for k, v in overrides.items() if k != "run_name"}}
-    console = Console()
+    console = make_console(stderr=args.json)
     console.print(f"[bold]Sweep[/] of {len(trials)} trials ({' × '.join(f'{k} {len(v)}' for k, v in grid.items())} × {args.seeds} seed(s)) "
                   f"→ {sweep_dir} [{spec['executor']}]")
     on_row = lambda row: console.print(f"  {row['trial']} {row['status']}" + (f" — {row['error']}" if row["error"] else
@@ -299,6 +341,8 @@ def cmd_sweep(args) -> int:
                            args.cpus_per_trial, args.gpus_per_trial, on_row)
         else:
             rows = run_local(base, trials, sweep_dir, spec, stop, on_row)
+    if args.json:
+        print_json({"sweep_dir": str(sweep_dir), "rows": ranked(rows)})
     console.print(sweep_table(ranked(rows), list(grid), f"Sweep ranked by validation score ({time.perf_counter() - started:.1f} s)"))
     console.print(f"[dim]{sweep_dir / 'sweep.csv'}[/]")
     return EXIT_SIGNAL.get(received[0], 130) if received else 0
@@ -331,13 +375,13 @@ def cmd_bench(args) -> int:
         folder = Path(args.json).resolve().parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise UsageError(f"--json {args.json}: folder {folder} does not exist or is not writable")
-    base = bench_config(args.data, args.episode_steps, args.device, args.update_minibatch)
+    base = bench_config(args.data, args.episode_steps, args.device, args.update_minibatch, args.algorithm)
     device, reason = resolve_device(base.device)
     cases = default_cases(device, args.quick, args.num_envs, args.amp, args.compile, args.cuda_graphs)
     json_only = args.json == "-"
-    console = Console(stderr=json_only)
+    console = make_console(stderr=json_only)
     console.print(f"[bold]asym-tui bench[/] on {device.type} ({reason}); torch {__import__('torch').__version__}; "
-                  f"{len(cases)} configurations, {args.episode_steps}-step episodes, warm-up excluded")
+                  f"{len(cases)} configurations ({args.algorithm}), {args.episode_steps}-step episodes, warm-up excluded")
     splits = prepare_data(base)
     on_result = lambda r: console.print(f"  {r.case.label:<44} {r.episodes_per_min:>12,.0f} episodes/min {r.steps_per_s:>14,.0f} steps/s"
                                         + (f"  [yellow]{r.error}[/]" if r.error else ""))
@@ -381,7 +425,7 @@ def cmd_doctor(args) -> int:
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0
-    Console().print(doctor_table(facts))
+    make_console().print(doctor_table(facts))
     return 0
 
 
@@ -415,7 +459,7 @@ def cmd_presets_list(args) -> int:
         except ConfigError as exc:
             description = f"[red]unreadable: {exc}[/]"
         table.add_row(name, description, str(path))
-    Console().print(table)
+    make_console().print(table)
     return 0
 
 
@@ -432,7 +476,7 @@ def cmd_presets_show(args) -> int:
     for key, value in config.to_dict().items():
         style = "bold" if key in values else "dim"
         table.add_row(f"[{style}]{key}[/]", f"[{style}]{value}[/]", docs.get(key, ""))
-    console = Console()
+    console = make_console()
     console.print(table)
     model = AsymmetricPolicyNetwork()
     layers, parameters = layer_counts(model), parameter_counts(model)
@@ -457,7 +501,7 @@ def cmd_data_inspect(args) -> int:
 
     if args.micro_window < 2 or args.macro_window < args.micro_window:
         raise UsageError(f"data inspect: need 2 <= --micro-window <= --macro-window, got {args.micro_window} and {args.macro_window}")
-    console = Console()
+    console = make_console()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         candles = load_candles(args.source)
@@ -480,6 +524,16 @@ def cmd_data_inspect(args) -> int:
         ("featurization", f"{featurize_seconds:.2f} s ({len(candles) / featurize_seconds:,.0f} bars/s)"),
     ]
     pieces = segments(candles)
+    if args.json:
+        print_json({**{key: value for key, value in vars(summary).items()}, "timeframe_s": summary.timeframe.total_seconds(),
+                    "series": sorted(candles["series"].unique()) if "series" in candles else None,
+                    "segments": [{"series": str(candles["series"].iloc[p.start]) if "series" in candles else None,
+                                  "start": str(candles["timestamp"].iloc[p.start]), "end": str(candles["timestamp"].iloc[p.stop - 1]),
+                                  "bars": p.stop - p.start} for p in pieces],
+                    "features": {"macro": splits.train.macro.shape[1], "micro": splits.train.micro.shape[1]},
+                    "splits": {name: len(splits[name]) for name in ("train", "validation", "test")},
+                    "featurize_s": featurize_seconds, "warnings": [str(w.message) for w in caught], "notes": list(splits.notes)})
+        return 0
     if "series" in candles:
         rows.insert(1, ("series", ", ".join(sorted(candles["series"].unique()))))
     rows.insert(4, ("segments", f"{len(pieces):,} continuous (cut where the series changes or over {MAX_GAP_BARS} bars are missing)"))

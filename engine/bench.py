@@ -1,5 +1,10 @@
 """`asym-tui bench`: warmed-up throughput of each trainer configuration, measured side by side in one run.
 
+Each configuration is timed through `Trainer.iterate()` (collect, learn), the same unit a run loops
+over. With PPO (default) an iteration is a 64-step rollout of persistent episodes and 16 optimizer
+steps; with `--algorithm reinforce` it is one batch of whole episodes and one step. "Episodes" are
+env-steps / episode length, so both trainers' episodes/min compare.
+
 Every configuration trains the same network on the same data with the same episode length. Warm-up
 iterations (compilation, CUDA graph capture, allocator growth) run first and are timed separately;
 then whole iterations (rollout + update) are timed with the device synchronised at each boundary.
@@ -148,10 +153,10 @@ def machine_facts(device: torch.device) -> dict:
     return facts
 
 
-def bench_config(data: str, episode_steps: int, device: str, update_minibatch: int | None = None) -> RunConfig:
+def bench_config(data: str, episode_steps: int, device: str, update_minibatch: int | None = None, algorithm: str = "ppo") -> RunConfig:
     """The shared config of every case; on CUDA the `cuda` preset's update minibatch."""
     resolved, _ = resolve_device(device)
-    overrides = {"data": data, "episode_steps": episode_steps, "device": device, "duration_s": 0, "max_episodes": 0,
+    overrides = {"data": data, "episode_steps": episode_steps, "device": device, "duration_s": 0, "max_episodes": 0, "algorithm": algorithm,
                  "eval_every_s": 0, "min_num_envs": 1,
                  "update_minibatch": update_minibatch or load_config("cuda" if resolved.type == "cuda" else None).update_minibatch}
     return load_config(None, overrides)

@@ -28,7 +28,7 @@ CHOICES = {
 POSITIVE = {"rollout_steps", "ppo_epochs", "ppo_minibatches", "clip_coef", "num_envs", "episode_steps", "macro_every", "gradient_accumulation_steps", "update_minibatch", "reward_scale",
             "lr_macro", "lr_micro", "grad_clip", "macro_window", "micro_window", "initial_equity", "position_size"}
 NON_NEGATIVE = {"unseen_series", "value_coef", "duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
-FRACTIONS = {"gae_lambda", "gamma", "train_fraction", "validation_fraction"}
+FRACTIONS = {"gamma", "train_fraction", "validation_fraction"}
 
 
 class ConfigError(ValueError):
@@ -98,6 +98,7 @@ class RunConfig:
     select_best: bool = True  # test with the latest weights within noise of the best validation score (never looks at test)
     unseen_series: int = 4  # fresh synthetic series the final model is also judged on (0 = none)
     progress_every_s: float = 0.25  # minimum seconds between progress events
+    tensorboard: bool = False  # also write TensorBoard event files to <run>/tensorboard (pip install "asym-tui[tensorboard]")
 
     def env_config(self) -> EnvConfig:
         """The market rules: every EnvConfig field, taken by name from this config."""
@@ -162,6 +163,8 @@ def validate(config: RunConfig, origin: str = "config") -> RunConfig:
         raise ConfigError(f"{origin}: data must name a source (a file, folder, glob or synthetic), got an empty value")
     if config.run_name and (Path(config.run_name).name != config.run_name or config.run_name in (".", "..")):
         raise ConfigError(f"{origin}: run_name {config.run_name!r} must be a plain folder name (no '/', '..' or absolute path)")
+    if not 0 < config.gae_lambda <= 1:
+        raise ConfigError(f"{origin}: gae_lambda must be in (0, 1], got {config.gae_lambda}")
     if config.train_fraction + config.validation_fraction >= 1:
         raise ConfigError(f"{origin}: train_fraction + validation_fraction must leave a test split (< 1)")
     if config.micro_window > config.macro_window or config.micro_window < 2:
@@ -251,9 +254,18 @@ def save_user_preset(name: str, config: RunConfig, description: str = "") -> Pat
 
 
 def parse_duration(text: str) -> float:
-    """'30s', '2m', '1.5h', '90' (seconds) → seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*", str(text))
-    if not match:
-        raise ConfigError(f"duration {text!r}: use a number of seconds or a value like 30s, 2m, 1h")
-    return float(match[1]) * {"s": 1, "sec": 1, None: 1, "m": 60, "min": 60, "h": 3600}[match[2]]
+    """'30s', '2m', '1.5h', '1h30m', '90' (seconds) → seconds; pandas.Timedelta reads the units."""
+    import warnings
 
+    import pandas as pd
+
+    value = str(text).strip()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas' deprecation notes on unit spellings are not the user's concern
+            seconds = float(value) if re.fullmatch(r"\d+(\.\d+)?", value) else pd.Timedelta(value).total_seconds()
+    except (ValueError, TypeError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigError(f"duration {text!r}: use a number of seconds or a value like 30s, 2m, 1h30m")
+    return seconds

@@ -84,6 +84,21 @@ def observation_size(features: Features) -> int:
     return features.macro.shape[1] + features.micro.shape[1] + 2
 
 
+FEATURE_BOUND = 10.0  # normalized features are clipped to +/- this (engine.features.Normalizer)
+
+
+def observation_space(features: Features, config: EnvConfig) -> gym.spaces.Box:
+    """Tight bounds: features within the normalizer's clip (or the data's own range if wider), the
+    exposure level within its clamps, the equity entry >= 0 (the constant 1 when not observed)."""
+    columns = features.macro.shape[1] + features.micro.shape[1]
+    observed = np.concatenate([features.macro, features.micro], axis=1) if len(features) else np.zeros((1, columns))
+    low = min(-FEATURE_BOUND, float(observed.min()))
+    high = max(FEATURE_BOUND, float(observed.max()))
+    lows = np.concatenate([np.full(columns, low), [config.min_level, 0.0 if config.observe_equity else 1.0]])
+    highs = np.concatenate([np.full(columns, high), [1.0, np.inf if config.observe_equity else 1.0]])
+    return gym.spaces.Box(lows.astype(np.float32), highs.astype(np.float32), dtype=np.float32)
+
+
 def bar_returns(close: np.ndarray) -> np.ndarray:
     """Simple return from each close to the next (float64)."""
     return close[1:] / close[:-1] - 1.0
@@ -100,7 +115,7 @@ class TradingEnv(gym.Env):
         self.config = config
         self.table = np.concatenate([features.macro, features.micro], axis=1).astype(np.float32)
         self.returns = bar_returns(features.close)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (observation_size(features),), np.float32)
+        self.observation_space = observation_space(features, config)
         self.action_space = gym.spaces.Discrete(3)
         lengths = segment_lengths(features)
         self.starts = EpisodeStarts(lengths, min(config.episode_steps, max(lengths) - 1))

@@ -139,10 +139,13 @@ def rule_validation_score(splits: MarketSplits, env_config: EnvConfig) -> float:
 
 
 def unseen_sources(data: str, count: int) -> list[str]:
-    """`count` fresh 40-day synthetic series that training never saw (seeds other than the training one)."""
+    """`count` fresh 40-day synthetic series that training never saw (seeds other than the training one),
+    for a run trained on the synthetic market; none for real data, whose unseen part is its test split."""
     from engine.synthetic import SYNTHETIC_DEFAULTS, parse_synthetic_options
 
-    trained = parse_synthetic_options(data).get("seed", SYNTHETIC_DEFAULTS["seed"]) if data.startswith("synthetic") else -1
+    if not data.startswith("synthetic"):
+        return []
+    trained = parse_synthetic_options(data).get("seed", SYNTHETIC_DEFAULTS["seed"])
     seeds = [seed for seed in range(100_001, 100_001 + count + 1) if seed != trained][:count]
     return [f"synthetic:days=40,seed={seed}" for seed in seeds]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import importlib.metadata
 import io
 import json
 import math
@@ -35,10 +36,14 @@ from engine.config import RunConfig, apply_overrides
 from engine.data import MAX_GAP_BARS, load_candles
 from engine.evaluation import evaluate_split, rule_validation_score, source_features, unseen_report, unseen_sources
 from engine.features import MarketSplits, Normalizer, prepare_splits, split_by_time
+from engine.metrics import periods_per_year
 from engine.model import AsymmetricPolicyNetwork, ModelShape, layer_counts, parameter_counts
 from engine.trainers import Event, Trainer, TrainResult, make_trainer
 
-VERSION = "0.1.0"
+try:
+    VERSION = importlib.metadata.version("asym-tui")  # one source of truth: the package metadata
+except importlib.metadata.PackageNotFoundError:  # running from a checkout that was never installed
+    VERSION = "0+unknown"
 CHECKPOINT_FORMAT = 2  # 2: plain data only (loadable with weights_only), PPO state
 MIN_FREE_BYTES = 50 * 2**20
 QUALITY_FRACTION = 0.5  # time-to-quality: first validation score at this fraction of the trailing rule's
@@ -218,6 +223,9 @@ def resume_config(run_dir: str | Path, overrides: dict | None = None) -> RunConf
     saved = read_json(path).get("config")
     if not isinstance(saved, dict):
         raise RunError(f"{path}: no 'config' in it; not an asym-tui run record")
+    for key in ("trainer", "algorithm"):
+        if key in (overrides or {}) and overrides[key] != saved.get(key):
+            raise RunError(f"{run_dir}: a resumed run keeps its {key} ({saved.get(key)}); start a new run for {overrides[key]}")
     return apply_overrides(RunConfig(), {**saved, **(overrides or {})}, f"resume {run_dir}")
 
 
@@ -227,12 +235,14 @@ def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None =
     run_dir = Path(resume_dir) if resume_dir else None
     checked = check_output_dir(run_dir or config.out_dir)  # before loading data or training
     lock = lock_run_dir(run_dir) if run_dir else None
+    board = TensorBoardLog(False)
     try:
         state = load_checkpoint(run_dir) if run_dir else None
         splits = splits or prepare_data(config)
         if state:
             splits = _renormalized(splits, Normalizer.from_state_dict(state["normalizer"]))
-        trainer = make_trainer(config, splits, on_event=on_event, stop=stop)
+        board = tensorboard_log(config)
+        trainer = make_trainer(config, splits, on_event=board.wrap(on_event), stop=stop)
         for note in splits.notes:
             trainer.log("warning", note)
         if state:
@@ -241,6 +251,7 @@ def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None =
         if run_dir is None:
             run_dir = new_run_dir(checked, config)
             lock = lock_run_dir(run_dir)
+        board.open(run_dir)
         remove_stale_temporaries(run_dir)
         atomic_write_json(run_dir / "config.json", run_record(config, trainer))
 
@@ -261,8 +272,57 @@ def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None =
             raise WriteError(f"{write_failures[0]}; the run in {run_dir} stopped at its last good checkpoint")
         return finish_run(run_dir, config, trainer, splits, result)
     finally:
+        board.close()
         if lock:
             lock.close()
+
+
+class TensorBoardLog:
+    """Progress events as TensorBoard scalars (the metrics.csv series), step = env-steps; off: does nothing."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.writer, self.pending = enabled, None, []
+
+    def open(self, run_dir: Path) -> None:
+        if self.enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            for event in self.pending:
+                self.write(event)
+            self.pending = []
+
+    def write(self, event) -> None:
+        if self.writer is None:
+            self.pending.append(event)
+            return
+        for key, value in event.row().items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(f"{event.trainer}/{key}", value, event.env_steps)
+
+    def wrap(self, on_event):
+        if not self.enabled:
+            return on_event
+
+        def both(event) -> None:
+            if hasattr(event, "env_steps"):
+                self.write(event)
+            if on_event:
+                on_event(event)
+        return both
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def tensorboard_log(config: RunConfig) -> TensorBoardLog:
+    if config.tensorboard:
+        try:
+            import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+        except ImportError:
+            raise RunError('tensorboard = true needs the tensorboard package: pip install "asym-tui[tensorboard]"') from None
+    return TensorBoardLog(config.tensorboard)
 
 
 def load_trainer_state(trainer: Trainer, state: dict, run_dir: Path) -> None:
@@ -343,6 +403,10 @@ def build_summary(config: RunConfig, trainer: Trainer, result: TrainResult, eval
     summary = {
         "status": result.status, "stop_reason": result.stop_reason, "trainer": config.trainer, "preset": config.preset,
         "algorithm": config.learning_algorithm,
+        "metric_conventions": {"bar_seconds": trainer.splits.bar_seconds, "periods_per_year": periods_per_year(trainer.splits.bar_seconds),
+                               "risk_free_rate": 0.0, "returns": "simple per-bar returns of the equity curve, fees included",
+                               "volatility": "sample standard deviation (ddof 1) x sqrt(periods_per_year)",
+                               "sortino_downside": "sqrt(mean(min(r, 0)^2)) over all bars"},
         "data": config.data, "seed": config.seed, "device": trainer.device.type, "device_label": last.device_label,
         "throughput": {"episodes": last.episodes, "env_steps": last.env_steps, "elapsed_s": last.elapsed_s,
                        "train_s": last.train_s, "episodes_per_min": last.episodes_per_min, "steps_per_s": last.steps_per_s,

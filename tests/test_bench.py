@@ -10,10 +10,12 @@ import pytest
 from engine.bench import BenchCase, default_cases
 
 
-def test_bench_quick_writes_well_formed_json(tmp_path):
+@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
+def test_bench_quick_writes_well_formed_json(tmp_path, algorithm):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "asym_tui.cli", "bench", "--quick", "--device", "cpu", "--num-envs", "8,16",
-                             "--episode-steps", "40", "--data", "synthetic:days=8,seed=3", "--warmup", "1", "--json", str(out)],
+                             "--episode-steps", "40", "--data", "synthetic:days=8,seed=3", "--warmup", "1", "--json", str(out),
+                             "--algorithm", algorithm],
                             capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "× original" in result.stdout
@@ -24,7 +26,7 @@ def test_bench_quick_writes_well_formed_json(tmp_path):
     original = rows[0]
     for row in rows:
         assert row["error"] == ""
-        assert row["episodes_per_min"] > 0 and row["steps_per_s"] > 0 and row["iterations"] >= 1
+        assert row["episodes_per_min"] > 0 and row["steps_per_s"] > 0 and row["iterations"] >= 1 and row["optimizer_steps_per_s"] > 0
         assert row["rollout_s"] > 0 and row["update_s"] > 0 and row["warmup_s"] > 0 and row["peak_host_mb"] > 0
         assert row["ratio"] == pytest.approx(row["episodes_per_min"] / original["episodes_per_min"])
     assert original["ratio"] == 1.0

@@ -87,3 +87,57 @@ def test_user_presets_are_saved_and_listed(tmp_path, monkeypatch):
     save_user_preset("mine", load_config("quick", {"num_envs": 24}), "my settings")
     assert "mine" in preset_paths()
     assert load_config("mine").num_envs == 24
+
+
+def test_scriptable_outputs_and_version(tiny_config, tmp_path, capsys):
+    import json
+
+    from conftest import TINY_RUN
+    from engine.runs import VERSION
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"asym-tui {VERSION}" and VERSION != "0+unknown"
+    sets = [f"--set={k}={v}" for k, v in TINY_RUN.items() if k not in ("data", "max_episodes", "duration_s")]
+    assert main(["train", "--data", TINY_RUN["data"], "--episodes", "8", "--out", str(tmp_path), "--name", "a", "--json", *sets]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["run_dir"] == str(tmp_path / "a") and trained["status"] == "completed"
+    assert trained["throughput"]["optimizer_steps"] > 0 and "sharpe" in trained["test"]["agent"]
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--json"]) == 0
+    compared = json.loads(capsys.readouterr().out)
+    assert {row["metric"] for row in compared["rows"]} >= {"optimizer steps/s", "Sharpe (unseen series)", "time to quality"}
+    assert main(["data", "inspect", "synthetic:days=4", "--json", "--macro-window", "64", "--micro-window", "16"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["rows"] == 4 * 288 and facts["timeframe_s"] == 300 and len(facts["segments"]) == 1
+
+
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("2m", 120), ("1.5h", 5400), ("1h30m", 5400), ("90", 90), ("2min", 120)])
+def test_durations_read_like_pandas_timedeltas(text, seconds):
+    from engine.config import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["abc", "-5s", "nan", ""])
+def test_bad_durations_are_refused(text):
+    from engine.config import ConfigError, parse_duration
+
+    with pytest.raises(ConfigError, match="duration"):
+        parse_duration(text)
+
+
+def test_packaging_facts():
+    import tomllib
+    from pathlib import Path
+
+    from engine.config import PRESETS_DIR
+
+    root = Path(__file__).resolve().parent.parent
+    assert PRESETS_DIR.parent.name == "engine" and (PRESETS_DIR / "quick.toml").is_file()  # inside the package, so in the wheel
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    dependencies = {d.split(">")[0].split("=")[0].split(";")[0].strip(): d for d in project["dependencies"]}
+    assert "==" not in dependencies["textual"] and "==" not in dependencies["textual-plotext"]  # ranges for users
+    assert "sys_platform" in dependencies["nvidia-ml-py"]
+    constraints = (root / ".ci" / "constraints.txt").read_text()
+    assert "textual==" in constraints and "textual-plotext==" in constraints  # exact pins for the snapshots
+    assert project["license"] == "MIT" and project["classifiers"]

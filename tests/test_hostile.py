@@ -295,3 +295,11 @@ def test_a_long_gap_ends_a_segment_that_nothing_crosses(tmp_path, tiny_config):
     cut = train.segment_lengths[0]
     assert len(backtest.equity) == len(train) and backtest.levels[cut - 1] == 0
     assert backtest.equity[cut] == backtest.equity[cut - 1]  # nothing earned or lost across the cut
+
+
+def test_resume_keeps_the_trainer_and_eval_refuses_a_model_for_other_features(finished_run, tmp_path, capsys):
+    exits_2(capsys, "train", "--resume", str(finished_run), "--trainer", "original", expect="a resumed run keeps its trainer (optimized)")
+    state = torch.load(finished_run / "checkpoint.pt", weights_only=True)
+    state["model_shape"]["macro_dim"] += 3
+    torch.save(state, tmp_path / "other.pt")
+    exits_2(capsys, "eval", str(tmp_path / "other.pt"), "--data", "synthetic:days=6,seed=1", expect="the model reads 87 features")

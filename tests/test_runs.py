@@ -131,3 +131,32 @@ def test_summary_records_learning_against_time_and_on_unseen_series(tiny_config,
     assert unseen["long"] + unseen["short"] + unseen["flat"] == pytest.approx(1.0)
     assert throughput["optimizer_steps"] > 0 and throughput["optimizer_steps_per_s"] > 0
     assert outcome.summary["algorithm"] == "ppo"
+
+
+def test_tensorboard_events_hold_the_metrics_series(tiny_config, tiny_splits):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    outcome = execute_run(tiny_config(tensorboard=True), splits=tiny_splits)
+    events = EventAccumulator(str(outcome.run_dir / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"optimized/steps_per_s", "optimized/optimizer_steps_per_s", "optimized/loss"} <= set(tags)
+    metrics = pd.read_csv(outcome.run_dir / "metrics.csv")
+    assert len(events.Scalars("optimized/episodes")) == len(metrics)
+    assert events.Scalars("optimized/episodes")[-1].value == metrics["episodes"].iloc[-1]
+
+
+def test_metrics_match_empyrical_on_a_real_equity_curve(tiny_config, tiny_splits):
+    """Development check: a quant recomputing the run's test metrics with empyrical gets the same numbers."""
+    empyrical = pytest.importorskip("empyrical")
+    outcome = execute_run(tiny_config(), splits=tiny_splits)
+    equity = pd.read_csv(outcome.run_dir / "equity_test.csv")["buy_and_hold_equity"].to_numpy()  # never flat, unlike a tiny agent
+    returns = equity[1:] / equity[:-1] - 1
+    periods = outcome.summary["metric_conventions"]["periods_per_year"]
+    assert periods == 105_120
+    ours = outcome.summary["test"]["buy_and_hold"]
+    assert ours["sharpe"] == pytest.approx(empyrical.sharpe_ratio(returns, annualization=periods), rel=1e-6)
+    assert ours["volatility"] == pytest.approx(empyrical.annual_volatility(returns, annualization=periods), rel=1e-6)
+    assert ours["max_drawdown"] == pytest.approx(empyrical.max_drawdown(returns), rel=1e-6)
+    assert ours["sortino"] == pytest.approx(empyrical.sortino_ratio(returns, annualization=periods), rel=1e-6)
