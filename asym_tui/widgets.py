@@ -17,7 +17,7 @@ from engine.trainers import Progress
 
 NUM_ENVS_LIMIT = {"cpu": 4096, "mps": 1024, "cuda": 65536}  # beyond these the device can't hold the rollout
 TRAINER_CHOICES = [("Optimized", "optimized"), ("Original", "original"), ("Both (compare)", "both")]
-ALGORITHM_CHOICES = [("PPO", "ppo"), ("REINFORCE", "reinforce")]
+ALGORITHM_CHOICES = [("PPO (optimized trainer)", "ppo"), ("REINFORCE (optimized)", "reinforce")]
 
 
 def is_duration(text: str) -> bool:
@@ -39,8 +39,7 @@ class ControlPanel(VerticalScroll):
         yield Select([(name, name) for name in self.presets], id="preset", allow_blank=False, compact=True)
         yield Label("Trainer")
         yield Select(TRAINER_CHOICES, id="trainer", allow_blank=False, value="optimized", compact=True)
-        yield Label("Algorithm (optimized)")
-        yield Select(ALGORITHM_CHOICES, id="algorithm", allow_blank=False, value="ppo", compact=True)
+        yield Select(ALGORITHM_CHOICES, id="algorithm", allow_blank=False, value="ppo", compact=True, tooltip="the optimized trainer's algorithm")
         with Horizontal(classes="switch-row"):
             yield Switch(id="amp")
             yield Label("AMP", classes="switch-label")
