@@ -21,12 +21,9 @@ from textual.widgets import Button, Footer, Header, Input, RichLog, Select, Swit
 from asym_tui.screens import ComparisonScreen, ConfirmScreen, DoctorScreen, HistoryScreen, SavePresetScreen
 from asym_tui.widgets import ChartGrid, ControlPanel, KeyNumbers, Series
 from engine.config import ConfigError, RunConfig, load_config, parse_duration, preset_paths, save_user_preset
-from engine.data import DataError
+from engine.errors import UserError
 from engine.monitor import resolve_device
-from engine.runs import RunError
 from engine.trainers import LogMessage, Progress
-
-USER_ERRORS = (ConfigError, DataError, RunError)
 REDRAW_SECONDS = 0.25
 
 
@@ -207,7 +204,7 @@ class AsymApp(App):
         try:
             run = self.runner.compare if compare else self.runner.train
             self.post_message(RunFinished(run(config, post, self.stop_event), None))
-        except USER_ERRORS as exc:
+        except UserError as exc:
             self.post_message(RunFinished((), str(exc)))
         except Exception as exc:  # the UI must survive any engine failure and say what it was
             self.post_message(RunFinished((), f"{type(exc).__name__}: {exc}"))

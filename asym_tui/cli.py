@@ -18,12 +18,12 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.config import ConfigError, load_config, parse_duration
-from engine.data import DataError
-from engine.runs import VERSION, RunError
+from asym_tui.tables import doctor_table
+from engine.errors import UserError
+from engine.runs import VERSION
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}  # SIGHUP: terminal closed, ssh dropped
-USER_ERRORS = (DataError, ConfigError, RunError)
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             return run_app(args)
         return args.handler(args)
-    except (UsageError, *USER_ERRORS) as exc:
+    except (UsageError, UserError) as exc:
         if debug:
             raise
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
@@ -427,23 +427,6 @@ def cmd_doctor(args) -> int:
         return 0
     make_console().print(doctor_table(facts))
     return 0
-
-
-def doctor_table(facts: dict) -> Table:
-    table = Table(title="asym-tui doctor", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("torch", f"{facts['torch']} (Python {facts['python']}, {facts['platform']})")
-    table.add_row("device (auto)", f"[bold]{facts['device']}[/] — {facts['device_reason']}")
-    gpus = facts["gpu"]
-    table.add_row("GPU", "; ".join(f"{k}: {v}" for k, v in gpus.items()) if gpus else "none found through NVML")
-    table.add_row("CPU", facts["cpu"])
-    table.add_row("memory", facts["memory"])
-    for probe in facts["probes"]:
-        mark = "[green]works[/]" if probe["works"] else "[yellow]not available[/]"
-        table.add_row(probe["name"], f"{mark} — {probe['detail']}")
-    table.add_row("recommended preset", f"[bold cyan]{facts['recommended_preset']}[/]  (asym-tui train --preset {facts['recommended_preset']})")
-    return table
 
 
 def cmd_presets_list(args) -> int:

@@ -234,7 +234,7 @@ class DoctorScreen(ModalScreen):
 
     @work(thread=True, exit_on_error=False)
     def probe(self) -> None:
-        from asym_tui.cli import doctor_table
+        from asym_tui.tables import doctor_table
         from engine.doctor import diagnose
 
         facts = diagnose()

@@ -15,6 +15,7 @@ from typing import Any
 import tomli_w
 
 from engine.env import EnvConfig
+from engine.errors import ConfigError
 
 PRESETS_DIR = Path(str(resources.files("engine") / "presets"))  # shipped inside the package (wheel included)
 CHOICES = {
@@ -29,10 +30,6 @@ POSITIVE = {"rollout_steps", "ppo_epochs", "ppo_minibatches", "clip_coef", "num_
             "lr_macro", "lr_micro", "grad_clip", "macro_window", "micro_window", "initial_equity", "position_size"}
 NON_NEGATIVE = {"unseen_series", "value_coef", "duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
 FRACTIONS = {"gamma", "train_fraction", "validation_fraction"}
-
-
-class ConfigError(ValueError):
-    """A bad preset or config value; the message names the key and the accepted values."""
 
 
 @dataclass

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.errors import DataError
+
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
 TIME_COLUMNS = ("timestamp", "date", "time", "datetime", "open_time")
@@ -36,10 +38,6 @@ COLUMN_ALIASES = {"open time": "open_time", "quote asset volume": "quote_volume"
 FILE_SUFFIXES = (".csv", ".txt", ".parquet", ".pq", ".zip")
 MAX_GAP_BARS = 12  # a longer hole in the data (an hour of 5-minute bars) ends a segment; shorter ones are traded across
 SYMBOL_TOKEN = re.compile(r"[A-Z][A-Z0-9]{2,}")
-
-
-class DataError(ValueError):
-    """Bad market data; the message names the file, the row(s) and the column."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 
 
 def _safe(default=None):

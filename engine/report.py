@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from engine.runs import atomic_write_bytes  # noqa: E402
+from engine.files import atomic_write_bytes  # noqa: E402
 
 COLOURS = {"agent": "tab:blue", "buy_and_hold": "tab:orange", "flat": "tab:gray", "random": "tab:red"}
 

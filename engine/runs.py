@@ -34,6 +34,8 @@ import torch
 
 from engine.config import RunConfig, apply_overrides
 from engine.data import MAX_GAP_BARS, load_candles
+from engine.errors import RunError
+from engine.files import WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from engine.evaluation import evaluate_split, rule_validation_score, source_features, unseen_report, unseen_sources
 from engine.features import MarketSplits, Normalizer, prepare_splits, split_by_time
 from engine.metrics import periods_per_year
@@ -50,48 +52,6 @@ QUALITY_FRACTION = 0.5  # time-to-quality: first validation score at this fracti
 RUN_FILES = ("config.json", "metrics.csv", "summary.json", "checkpoint.pt", "equity_test.csv", "report.png")
 
 
-class RunError(ValueError):
-    """An output folder that can't be written, or a checkpoint that can't be read; the message says which."""
-
-
-# --- atomic files ------------------------------------------------------------------------------------
-
-class WriteError(RunError):
-    """A file of the run could not be written (disk full, size limit); the last good copy is kept."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise WriteError(f"could not write {path} ({exc.strerror or exc}); the last good copy is kept") from exc
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Temporary files left by processes that died mid-write (kill -9): nobody will finish them."""
-    for temporary in folder.glob(".*.tmp"):
-        parts = temporary.name.split(".")
-        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        if pid is not None and pid != os.getpid() and not _alive(pid):
-            temporary.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def lock_run_dir(run_dir: Path):
     """Hold an exclusive lock on the run folder for as long as the returned file stays open."""
     handle = open(run_dir / ".lock", "a+")
@@ -101,26 +61,6 @@ def lock_run_dir(run_dir: Path):
         handle.close()
         raise RunError(f"{run_dir} is in use by another asym-tui process; wait for it to finish or stop it first") from None
     return handle
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, value) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(value), indent=2) + "\n")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 # --- folders -----------------------------------------------------------------------------------------

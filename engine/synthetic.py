@@ -21,6 +21,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from engine.errors import DataError
+
 BARS_PER_DAY = 288
 REGIME_DRIFT_SIGN = np.array([1.0, -1.0, 0.0])  # bull, bear, range
 MAX_DAYS = 3650  # ten years of 5-minute bars (about 1 M candles) is plenty for a synthetic market
@@ -29,8 +31,6 @@ SYNTHETIC_DEFAULTS = {"days": 120, "seed": 7, "drift": 0.0002, "regime_bars": 11
 
 def parse_synthetic_options(source: str) -> dict:
     """`synthetic:days=90,seed=7` → {'days': 90, 'seed': 7}; unknown keys are refused by name."""
-    from engine.data import DataError
-
     options: dict = {}
     _, _, spec = source.partition(":")
     for item in filter(None, (part.strip() for part in spec.split(","))):
