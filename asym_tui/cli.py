@@ -300,7 +300,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    import json
 
     from engine.sweep import make_trials, new_sweep_dir, parse_grid, ranked, run_local, run_ray
 

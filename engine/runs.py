@@ -40,7 +40,7 @@ from engine.evaluation import evaluate_split, rule_validation_score, source_feat
 from engine.features import MarketSplits, Normalizer, prepare_splits, split_by_time
 from engine.metrics import periods_per_year
 from engine.model import AsymmetricPolicyNetwork, ModelShape, layer_counts, parameter_counts
-from engine.trainers import Event, Trainer, TrainResult, make_trainer
+from engine.trainers import Trainer, TrainResult, make_trainer
 
 try:
     VERSION = importlib.metadata.version("asym-tui")  # one source of truth: the package metadata

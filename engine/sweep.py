@@ -11,7 +11,6 @@ completed trials and reruns unfinished ones in their own folders.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import shutil

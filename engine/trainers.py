@@ -508,8 +508,7 @@ class OptimizedTrainer(Trainer):
                 with torch.cuda.graph(graph):
                     self.graph_equity = rollout()
                 self.graph = graph
-                steps = self.config.rollout_steps if self.persistent else self.env.episode_length
-                self.log("info", f"rollout captured as one CUDA graph ({steps} steps x {self.num_envs} episodes)")
+                self.log("info", f"rollout captured as one CUDA graph ({self.rows.shape[0]} steps x {self.num_envs} episodes)")
             except torch.OutOfMemoryError:
                 raise
             except Exception as exc:

@@ -9,7 +9,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-from engine.env import BUY, EnvConfig
+from engine.env import BUY
 from engine.gym_env import ENV_ID, TradingVectorEnv, load_split
 
 
