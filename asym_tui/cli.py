@@ -293,7 +293,7 @@ def cmd_eval(args) -> int:
     console = make_console()
     console.print(f"[bold]{report['data']}[/] — {split} split, {report['bars']:,} bars, "
                   f"{report['periods_per_year']:,.0f} periods/year, {report['weights']}", highlight=False)
-    console.print(metrics_table(report["policies"], "Backtest (greedy agent vs baselines)"))
+    console.print(metrics_table(report["policies"], "Backtest (greedy agent vs baselines)", console.width))
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     return 0
@@ -579,17 +579,29 @@ def percent(value) -> str:
     return "—" if value is None else f"{100 * value:+.2f}%"
 
 
-def metrics_table(by_policy: dict[str, dict], title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("policy", style="bold")
-    for column in ("return", "Sharpe", "Sortino", "max DD", "Calmar", "trades", "win rate", "long", "short", "flat"):
-        table.add_column(column, justify="right")
+METRIC_COLUMNS = ("return", "Sharpe", "Sortino", "max DD", "Calmar", "trades", "win rate", "long", "short", "flat")
+NARROW_COLUMNS = ("return", "Sharpe", "max DD", "trades", "long", "short", "flat")  # what fits 80 columns whole
+
+
+def metrics_table(by_policy: dict[str, dict], title: str, width: int = 200) -> Table:
+    """Agent and baselines, one row each; on a narrow terminal fewer columns, never cut cells."""
+    from rich import box
+
+    narrow = width < 120
+    columns = NARROW_COLUMNS if narrow else METRIC_COLUMNS
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, show_edge=False) if narrow else \
+        Table(title=title)
+    table.add_column("policy", style="bold", no_wrap=True)
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True)
     fraction = lambda value: "—" if value is None else f"{100 * value:.0f}%"
     for name, m in by_policy.items():
         label = name.replace("_", " ") + (f" ({m['position']})" if "position" in m else "")
-        table.add_row(label, percent(m["total_return"]), f"{m['sharpe']:.2f}", f"{m['sortino']:.2f}", percent(m["max_drawdown"]),
-                      f"{m['calmar']:.2f}", f"{m.get('trades', 0):,}", fraction(m.get("win_rate")), fraction(m.get("long")),
-                      fraction(m.get("short")), fraction(m.get("flat")))
+        cells = {"return": percent(m["total_return"]), "Sharpe": f"{m['sharpe']:.2f}", "Sortino": f"{m['sortino']:.2f}",
+                 "max DD": percent(m["max_drawdown"]), "Calmar": f"{m['calmar']:.2f}", "trades": f"{m.get('trades', 0):,}",
+                 "win rate": fraction(m.get("win_rate")), "long": fraction(m.get("long")), "short": fraction(m.get("short")),
+                 "flat": fraction(m.get("flat"))}
+        table.add_row(label, *(cells[column] for column in columns))
     return table
 
 
@@ -601,7 +613,7 @@ def print_run_summary(console: Console, outcome) -> None:
                   f"{throughput['train_s']:.1f} s of training ({throughput['steps_per_s']:,.0f} steps/s, "
                   f"{throughput.get('optimizer_steps_per_s') or 0:,.1f} optimizer steps/s); "
                   f"updates macro:micro {training['macro_updates']}:{training['micro_updates']}", highlight=False)
-    console.print(metrics_table(summary["test"], "Test split (greedy agent vs baselines)"))
+    console.print(metrics_table(summary["test"], "Test split (greedy agent vs baselines)", console.width))
     unseen = (summary.get("learning") or {}).get("unseen")
     if unseen:
         console.print(f"  unseen series ({len(unseen['series'])}): agent Sharpe {unseen['agent_sharpe']:.2f} · trailing rule "
