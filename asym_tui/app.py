@@ -8,23 +8,32 @@ thousands of events per second never freeze it. The engine is reached through a 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, RichLog, Select, Switch
+from textual.widgets import Button, Checkbox, Footer, Header, Input, RichLog, Select, Static
 
-from asym_tui.screens import ComparisonScreen, ConfirmScreen, DoctorScreen, HistoryScreen, SavePresetScreen
-from asym_tui.widgets import ChartGrid, ControlPanel, KeyNumbers, Series
-from engine.config import ConfigError, RunConfig, load_config, parse_duration, preset_paths, save_user_preset
+from asym_tui.screens import ComparisonScreen, ConfirmScreen, DoctorScreen, HelpScreen, HistoryScreen, SavePresetScreen
+from asym_tui.tables import number
+from asym_tui.widgets import ChartGrid, ControlPanel, KeyNumbers, Series, StatusLine
+from engine.config import ConfigError, RunConfig, load_config, parse_duration, preset_description, preset_paths, save_user_preset
 from engine.errors import UserError
+from engine.events import LogMessage, Progress
 from engine.monitor import resolve_device
-from engine.trainers import LogMessage, Progress
+
 REDRAW_SECONDS = 0.25
+MIN_SIZE = (80, 24)  # below this the controls cannot all be seen: the app says so instead
+TALL = 40  # from this many rows the four charts show; below, the first two
+MAIN_SCREEN_ACTIONS = {"start", "stop", "compare", "history", "save_preset", "doctor", "toggle", "toggle_log"}
 
 
 class EngineRunner:
@@ -63,16 +72,18 @@ class AsymApp(App):
         Binding("x", "stop", "Stop", id="stop"),
         Binding("c", "compare", "Compare", id="compare"),
         Binding("h", "history", "History", id="history"),
-        Binding("p", "save_preset", "Save preset", id="save_preset"),
+        Binding("p", "save_preset", "Save", id="save_preset", tooltip="save the settings as a preset"),
         Binding("d", "doctor", "Doctor", id="doctor"),
-        Binding("1", "toggle('controls')", "Controls", id="toggle_controls", show=False),
-        Binding("2", "toggle('numbers')", "Numbers", id="toggle_numbers", show=False),
-        Binding("3", "toggle('charts')", "Charts", id="toggle_charts", show=False),
-        Binding("4", "toggle('log')", "Log", id="toggle_log", show=False),
+        Binding("1", "toggle('controls')", "Show/hide controls", id="toggle_controls", show=False),
+        Binding("2", "toggle('numbers')", "Show/hide numbers", id="toggle_numbers", show=False),
+        Binding("3", "toggle('charts')", "Show/hide charts", id="toggle_charts", show=False),
+        Binding("4", "toggle('log')", "Show/hide log", id="toggle_log_panel", show=False),
+        Binding("l", "toggle_log", "Expand or restore the log", id="maximize_log", show=False),
+        Binding("question_mark", "help", "Help", id="help", key_display="?"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
 
-    def __init__(self, data: str = "synthetic", preset: str = "quick", out_dir: str = "runs", runner=None, device: str = "auto"):
+    def __init__(self, data: str = "synthetic", preset: str | None = None, out_dir: str = "runs", runner=None, device: str = "auto"):
         super().__init__()
         self.data, self.initial_preset, self.out_dir = data, preset, out_dir
         self.runner = runner or EngineRunner()
@@ -84,6 +95,9 @@ class AsymApp(App):
         self.last_config: RunConfig | None = None
         self.dirty = False
         self.finished: list = []
+        self.run_dirs: list[Path] = []  # every run folder this session wrote, printed on exit
+        self.trainers: list[str] = []  # the runs of the current launch, in order ("1 of 2")
+        self.phase, self.phase_since = "ready", time.monotonic()
 
     # --- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -91,24 +105,47 @@ class AsymApp(App):
         with Horizontal(id="body"):
             yield ControlPanel(list(preset_paths()), self.device.type, id="controls")
             with Vertical(id="main"):
+                yield StatusLine(id="status")
                 yield KeyNumbers(id="numbers")
                 yield ChartGrid(id="charts")
-                yield RichLog(id="log", markup=True, wrap=True, max_lines=500)
+                yield RichLog(id="log", markup=True, wrap=True, max_lines=500, min_width=20)
+        yield Static(id="too-small")
         yield Footer()
 
     def on_mount(self) -> None:
         from engine.doctor import recommended_preset
 
-        self.sub_title = f"{self.device.type} — {self.device_reason} · recommended preset: {recommended_preset(self.device)} · d: doctor"
+        recommended = recommended_preset(self.device)
+        self.sub_title = f"{self.device.type} · recommended preset: {recommended} · ? help"
         presets = preset_paths()
         select = self.query_one("#preset", Select)
-        select.value = self.initial_preset if self.initial_preset in presets else next(iter(presets))
+        wanted = self.initial_preset or recommended
+        with select.prevent(Select.Changed):  # filled here, not again later over what the user typed
+            select.value = wanted if wanted in presets else next(iter(presets))
         self.fill_controls(str(select.value))
         self.query_one(KeyNumbers).show(None)
         self.query_one(ChartGrid).draw({}, "GPU" if self.device.type != "cpu" else "CPU")
+        self.query_one("#log", RichLog).border_title = "4 log · l: expand"
+        self.query_one(StatusLine).show("ready", "", "")
         self.log_line(f"Ready on [b]{self.device.type}[/b] ({self.device_reason}). Choose a preset and press [b]s[/b] to start, "
-                      "[b]c[/b] to compare original vs optimized, [b]h[/b] for history.")
+                      "[b]c[/b] to compare original vs optimized, [b]h[/b] for history, [b]?[/b] for every key.")
+        self.fit_to_size()
         self.set_interval(REDRAW_SECONDS, self.redraw)
+
+    def on_resize(self) -> None:
+        self.fit_to_size()
+
+    def fit_to_size(self) -> None:
+        """Below MIN_SIZE say so rather than hide Start and Stop; on a short terminal show two charts."""
+        width, height = self.size
+        small = width < MIN_SIZE[0] or height < MIN_SIZE[1]
+        self.query_one("#body").display = not small
+        notice = self.query_one("#too-small", Static)
+        notice.display = small
+        notice.update(f"asym-tui needs a terminal of at least {MIN_SIZE[0]}×{MIN_SIZE[1]}; this one is {width}×{height}.\n"
+                      "Enlarge the window (a run in progress goes on), or press q to quit.")
+        self.query_one(ChartGrid).set_class(height < TALL, "short")
+        self.query_one(ControlPanel).set_class(width < 100, "narrow")
 
     # --- controls ------------------------------------------------------------------------------
     @on(Select.Changed, "#preset")
@@ -125,11 +162,15 @@ class AsymApp(App):
             return
         self.query_one("#trainer", Select).value = config.trainer
         self.query_one("#algorithm", Select).value = config.algorithm
-        self.query_one("#amp", Switch).value = config.use_amp
-        self.query_one("#compile", Switch).value = config.compile_model
+        self.query_one("#amp", Checkbox).value = config.use_amp
+        self.query_one("#compile", Checkbox).value = config.compile_model
         self.query_one("#num_envs", Input).value = str(config.num_envs)
         self.query_one("#duration", Input).value = f"{config.duration_s:g}s"
         self.query_one("#data", Input).value = config.data if config.data != "synthetic" else self.data
+        try:
+            self.query_one("#preset-description", Static).update(preset_description(preset))
+        except ConfigError as exc:
+            self.query_one("#preset-description", Static).update(str(exc))
 
     @on(Select.Changed, "#trainer")
     def trainer_chosen(self, event: Select.Changed) -> None:
@@ -148,8 +189,8 @@ class AsymApp(App):
         overrides = {
             "trainer": "optimized" if chosen == "both" else chosen,
             "algorithm": str(self.query_one("#algorithm", Select).value),
-            "use_amp": self.query_one("#amp", Switch).value,
-            "compile_model": self.query_one("#compile", Switch).value,
+            "use_amp": self.query_one("#amp", Checkbox).value,
+            "compile_model": self.query_one("#compile", Checkbox).value,
             "num_envs": int(num_envs.value),
             "duration_s": parse_duration(duration.value),
             "data": self.query_one("#data", Input).value.strip() or "synthetic",
@@ -190,8 +231,10 @@ class AsymApp(App):
             return
         self.last_config = config
         self.series, self.latest, self.finished = {}, None, []
+        self.trainers = ["original", "optimized"] if compare else [config.trainer]
         self.stop_event = threading.Event()
         self.set_running(True)
+        self.set_phase("starting")
         what = "original then optimized" if compare else config.trainer
         self.log_line(f"Starting {what}: preset {config.preset}, {config.algorithm}, {config.num_envs} envs, AMP {'on' if config.use_amp else 'off'}, "
                       f"compile {'on' if config.compile_model else 'off'}, {config.duration_s:g} s, data {config.data}")
@@ -223,6 +266,27 @@ class AsymApp(App):
     def action_toggle(self, panel: str) -> None:
         widget = self.query_one(f"#{panel}")
         widget.display = not widget.display
+
+    def action_toggle_log(self) -> None:
+        """The log full screen (to read long lines and scroll back), or back in its pane."""
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+        else:
+            self.screen.maximize(self.query_one("#log", RichLog), container=False)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        bindings = [*self.screen.BINDINGS, *(self.BINDINGS if len(self.screen_stack) == 1 else [])]
+        keys = [(binding.key_display or binding.key.replace("question_mark", "?"), binding.description)
+                for binding in bindings if binding.description]
+        self.push_screen(HelpScreen(keys))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The main screen's keys act only there: `s` in History must not start a run."""
+        if action in MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1:
+            return False
+        return True
 
     def action_save_preset(self) -> None:
         config = self.build_config()
@@ -273,9 +337,11 @@ class AsymApp(App):
         event = message.event
         if isinstance(event, LogMessage):
             colour = {"warning": "yellow", "error": "red"}.get(event.level, "cyan")
-            self.log_line(f"[{colour}]{event.level}[/]: {event.text}")
+            self.log_line(f"[{colour}]{event.level}[/]: {escape(event.text)}")
             return
         self.series.setdefault(event.trainer, Series()).add(event)
+        if self.latest is None or event.phase != self.latest.phase or event.trainer != self.latest.trainer:
+            self.set_phase(event.phase)
         self.latest = event
         self.dirty = True
 
@@ -284,25 +350,43 @@ class AsymApp(App):
         self.redraw()
         if message.error:
             self.notify(message.error, title="Run failed", severity="error", timeout=10)
-            self.log_line(f"[red]error[/]: {message.error}")
+            self.log_line(f"[red]error[/]: {escape(message.error)}")
         self.finished = list(message.outcomes)
         for outcome in message.outcomes:
-            summary = outcome.summary
-            test = summary.get("test", {})
-            unseen = (summary.get("learning") or {}).get("unseen") or {}
-            unseen_text = (f"; unseen series Sharpe {unseen['agent_sharpe']:.2f} vs trailing rule {unseen['trailing_rule_sharpe']:.2f}"
-                           if unseen else "")
-            self.log_line(f"[b]{summary['trainer']}[/b] {summary['status']} ({summary['stop_reason']}): "
-                          f"{summary['throughput']['episodes_per_min']:,.0f} episodes/min, test Sharpe "
-                          f"{test.get('agent', {}).get('sharpe', float('nan')):.2f} vs buy-and-hold "
-                          f"{test.get('buy_and_hold', {}).get('sharpe', float('nan')):.2f}{unseen_text} → {outcome.run_dir}")
+            self.announce(outcome)
+        if message.outcomes:
+            last = message.outcomes[-1]
+            initial = self.last_config.initial_equity if self.last_config else 10_000.0
+            self.query_one(KeyNumbers).show_result(last.summary, initial)
+            self.set_phase("done" if not message.error else "failed")
+            summary = last.summary
+            self.query_one(StatusLine).show(self.phase, summary.trainer, f"{summary.trainer} {summary.status} ({summary.stop_reason})",
+                                            summary.throughput.elapsed_s)
+        else:
+            self.set_phase("failed" if message.error else "ready")
         if len(message.outcomes) == 2 and not self.quitting:
             self.push_screen(ComparisonScreen(message.outcomes[0].summary, message.outcomes[1].summary))
         if self.quitting:
             self.exit()
 
+    def announce(self, outcome) -> None:
+        """A finished run's result and folder, in the log and as a notification."""
+        summary = outcome.summary
+        self.run_dirs.append(Path(outcome.run_dir))
+        unseen = summary.unseen
+        unseen_text = (f"; unseen series Sharpe {unseen['agent_sharpe']:.2f} vs trailing rule {unseen['trailing_rule_sharpe']:.2f}"
+                       if unseen else "")
+        self.log_line(f"[b]{summary.trainer}[/b] {summary.status} ({escape(summary.stop_reason)}): "
+                      f"{number(summary.throughput.episodes_per_min, '{:,.0f}')} episodes/min, test Sharpe "
+                      f"{number(summary.test_metric('agent', 'sharpe'))} vs buy-and-hold "
+                      f"{number(summary.test_metric('buy_and_hold', 'sharpe'))}{unseen_text}")
+        self.log_line(f"Run folder: {escape(str(outcome.run_dir))}")
+        self.notify(str(outcome.run_dir), title=f"{summary.trainer} run saved")
+
     # --- drawing -------------------------------------------------------------------------------
     def redraw(self) -> None:
+        if self.running:
+            self.show_status()
         if not self.dirty:
             return
         self.dirty = False
@@ -310,11 +394,25 @@ class AsymApp(App):
         self.query_one(KeyNumbers).show(self.latest, initial)
         self.query_one(ChartGrid).draw(self.series, self.latest.device_label if self.latest else "CPU")
 
+    def set_phase(self, phase: str) -> None:
+        self.phase, self.phase_since = phase, time.monotonic()
+
+    def show_status(self) -> None:
+        """Phase (with its seconds while compiling or warming up), the stage of a comparison, time left."""
+        event = self.latest
+        trainer = event.trainer if event else (self.trainers[0] if self.trainers else "")
+        stage = f"{self.trainers.index(trainer) + 1} of {len(self.trainers)}: {trainer}" \
+            if len(self.trainers) > 1 and trainer in self.trainers else trainer
+        slow = self.phase in ("starting", "compiling", "warming up")
+        duration = event.duration_s if event else (self.last_config.duration_s if self.last_config else 0.0)
+        self.query_one(StatusLine).show(self.phase, trainer, stage, event.elapsed_s if event else None, duration or 0.0,
+                                        time.monotonic() - self.phase_since if slow else None)
+
     def set_running(self, running: bool) -> None:
         self.running = running
         self.query_one("#start", Button).disabled = running
         self.query_one("#stop", Button).disabled = not running
 
     def log_line(self, text: str) -> None:
-        self.query_one("#log", RichLog).write(text)
+        self.query_one("#log", RichLog).write(f"[dim]{datetime.now():%H:%M:%S}[/] {text}")
 

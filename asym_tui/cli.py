@@ -15,21 +15,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
+from asym_tui.console import comparison_json, headline, make_console, print_comparison, print_json, print_run_summary, progress_display
+from asym_tui.tables import bench_table, doctor_table, metrics_table, sweep_table
 from engine.config import ConfigError, load_config, parse_duration
-from asym_tui.tables import doctor_table
 from engine.errors import UserError
 from engine.runs import VERSION
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}  # SIGHUP: terminal closed, ssh dropped
-
-
-def make_console(stderr: bool = False) -> Console:
-    """A console for results: the terminal's width, or a wide one when piped (tables are never cut to 80)."""
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() or os.environ.get("COLUMNS") else 200)
 
 
 class UsageError(Exception):
@@ -214,7 +208,7 @@ def stop_on_signals():
 def exit_status(outcomes, received: list[int]) -> int:
     if received:
         return EXIT_SIGNAL.get(received[0], 130)
-    return EXIT_FAILED if any(o is not None and o.summary["status"] == "failed" for o in outcomes) else 0
+    return EXIT_FAILED if any(o is not None and o.summary.status == "failed" for o in outcomes) else 0
 
 
 def cmd_train(args) -> int:
@@ -225,7 +219,7 @@ def cmd_train(args) -> int:
         raise UsageError("--preset does not apply with --resume: a resumed run keeps its own config (change fields with --set)")
     config = resume_config(args.resume, overrides) if args.resume else load_config(args.preset, overrides)
     console = make_console(stderr=args.json)
-    with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config]) as on_event:
+    with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config.trainer]) as on_event:
         outcome = execute_run(config, on_event=on_event, stop=stop, resume_dir=args.resume)
     if args.json:
         print_json(headline(outcome))
@@ -234,23 +228,9 @@ def cmd_train(args) -> int:
     return exit_status([outcome], received)
 
 
-def print_json(value) -> None:
-    import json
-
-    print(json.dumps(value, indent=2, default=str))
-
-
-def headline(outcome) -> dict:
-    """What a script wants from a finished run: where it is and its figures (the rest is in summary.json)."""
-    summary = outcome.summary
-    return {"run_dir": str(outcome.run_dir), **{key: summary.get(key) for key in ("status", "stop_reason", "trainer", "algorithm", "seed")},
-            "throughput": summary["throughput"], "test": summary.get("test"), "selected_model": summary.get("selected_model"),
-            "unseen": {k: v for k, v in ((summary.get("learning") or {}).get("unseen") or {}).items() if k != "series"} or None,
-            "time_to_quality_s": (summary.get("learning") or {}).get("time_to_quality_s")}
-
-
 def cmd_compare(args) -> int:
-    from engine.compare import by_trainer, read_summary, run_comparison
+    from engine.compare import by_trainer, run_comparison
+    from engine.runs import read_summary
 
     console = make_console(stderr=args.json)
     show = (lambda a, b: print_json(comparison_json(a, b))) if args.json else (lambda a, b: print_comparison(console, a, b))
@@ -260,24 +240,14 @@ def cmd_compare(args) -> int:
         show(*by_trainer(read_summary(args.runs[0]), read_summary(args.runs[1])))
         return 0
     config = load_config(args.preset, overrides_from(args))
-    with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config, config]) as on_event:
+    with stop_on_signals() as (stop, received), progress_display(console, args.quiet, ["original", "optimized"]) as on_event:
         original, optimized = run_comparison(config, on_event=on_event, stop=stop)
     for outcome in (original, optimized):
         if outcome:
-            console.print(f"[dim]{outcome.summary['trainer']} run folder:[/] {outcome.run_dir}")
+            console.print(f"[dim]{outcome.summary.trainer} run folder:[/] {outcome.run_dir}", highlight=False, soft_wrap=True)
     if optimized:
         show(original.summary, optimized.summary)
     return exit_status([original, optimized], received)
-
-
-def comparison_json(original: dict, optimized: dict) -> dict:
-    from engine.compare import comparison_rows, speedup
-
-    rows = [{"metric": row.metric, "original": row.original, "optimized": row.optimized, "winner": row.winner}
-            for row in comparison_rows(original, optimized)]
-    return {"rows": rows, "speedup": speedup(original, optimized),
-            "validations": {name: (summary.get("learning") or {}).get("validations") for name, summary in
-                            (("original", original), ("optimized", optimized))}}
 
 
 def cmd_eval(args) -> int:
@@ -300,8 +270,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-
-    from engine.sweep import make_trials, new_sweep_dir, parse_grid, ranked, run_local, run_ray
+    from engine.sweep import make_trials, new_sweep_dir, parse_grid, ranked, read_sweep_record, run_local, run_ray
 
     if args.ray:
         try:
@@ -309,13 +278,7 @@ def cmd_sweep(args) -> int:
         except ImportError:
             raise UsageError("--ray needs Ray Tune: pip install -e '.[ray]'") from None
     if args.resume:
-        from engine.runs import read_json
-
-        if not (Path(args.resume) / "sweep.json").is_file():
-            raise UsageError(f"{args.resume}: not a sweep folder (no sweep.json)")
-        saved = read_json(Path(args.resume) / "sweep.json")
-        if not {"preset", "grid_args", "seeds", "overrides"} <= set(saved):
-            raise UsageError(f"{args.resume}/sweep.json: not a sweep record (missing preset, grid_args, seeds or overrides)")
+        saved = read_sweep_record(args.resume)
         args.preset, args.grid, args.seeds = saved["preset"], saved["grid_args"], saved["seeds"]
     overrides = {**(saved["overrides"] if args.resume else {}), **overrides_from(args)}
     if "data" in overrides and Path(overrides["data"]).exists():
@@ -342,25 +305,10 @@ def cmd_sweep(args) -> int:
             rows = run_local(base, trials, sweep_dir, spec, stop, on_row)
     if args.json:
         print_json({"sweep_dir": str(sweep_dir), "rows": ranked(rows)})
-    console.print(sweep_table(ranked(rows), list(grid), f"Sweep ranked by validation score ({time.perf_counter() - started:.1f} s)"))
+    console.print(sweep_table(ranked(rows), list(grid), f"Sweep ranked by validation score ({time.perf_counter() - started:.1f} s)",
+                              console.width))
     console.print(f"[dim]{sweep_dir / 'sweep.csv'}[/]")
     return EXIT_SIGNAL.get(received[0], 130) if received else 0
-
-
-def sweep_table(rows: list[dict], axes: list[str], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("rank", "trial", *axes, "seed", "status", "episodes/min", "steps/s", "val score", "val Sharpe", "test Sharpe",
-                   "test max DD", "test return"):
-        table.add_column(column, justify="left" if column in ("trial", "status") else "right")
-    number = lambda value, pattern="{:,.2f}": "—" if value is None else pattern.format(value)
-    for rank, row in enumerate(rows, 1):
-        table.add_row(str(rank), row["trial"], *(str(row.get(axis)) for axis in axes), str(row["seed"]),
-                      row["status"] + (f" ({row['error'][:60]})" if row["error"] else ""),
-                      number(row["episodes_per_min"], "{:,.0f}"), number(row["steps_per_s"], "{:,.0f}"),
-                      number(row.get("val_score")), number(row["val_sharpe"]),
-                      number(row["test_sharpe"]), number(row["test_max_drawdown"] and 100 * row["test_max_drawdown"], "{:.2f}%"),
-                      number(row["test_return"] and 100 * row["test_return"], "{:+.2f}%"))
-    return table
 
 
 def cmd_bench(args) -> int:
@@ -385,7 +333,7 @@ def cmd_bench(args) -> int:
     on_result = lambda r: console.print(f"  {r.case.label:<44} {r.episodes_per_min:>12,.0f} episodes/min {r.steps_per_s:>14,.0f} steps/s"
                                         + (f"  [yellow]{r.error}[/]" if r.error else ""))
     report = run_bench(cases, base, splits, args.warmup, 1 if args.quick else args.iterations, on_result=on_result)
-    console.print(bench_table(report))
+    console.print(bench_table(report, console.width))
     if args.json:
         text = json.dumps(report, indent=2)
         if json_only:
@@ -394,25 +342,6 @@ def cmd_bench(args) -> int:
             Path(args.json).write_text(text + "\n")
             console.print(f"JSON written to {args.json}")
     return 0
-
-
-def bench_table(report: dict) -> Table:
-    machine = report["machine"]
-    table = Table(title=f"Throughput on {machine.get('gpu', machine['processor'])} ({machine['device']}, torch {machine['torch']}, "
-                        f"{report['episode_steps']}-step episodes)")
-    for column in ("configuration", "episodes/min", "env-steps/s", "updates/s", "rollout s/it", "update s/it", "warm-up s",
-                   "peak host MB", "peak GPU MB", "× original"):
-        table.add_column(column, justify="left" if column == "configuration" else "right")
-    for row in report["results"]:
-        if row["error"] and not row["episodes_per_min"]:
-            table.add_row(row["label"], f"[red]failed: {row['error']}[/]", *[""] * 8)
-            continue
-        table.add_row(row["label"], f"{row['episodes_per_min']:,.0f}", f"{row['steps_per_s']:,.0f}",
-                      f"{row['optimizer_steps_per_s']:,.1f}", f"{row['rollout_s']:.3f}",
-                      f"{row['update_s']:.3f}", f"{row['warmup_s']:.1f}", f"{row['peak_host_mb']:,.0f}",
-                      "N/A" if row["peak_device_mb"] is None else f"{row['peak_device_mb']:,.0f}",
-                      "—" if row["ratio"] is None else f"{row['ratio']:,.1f}×")
-    return table
 
 
 def cmd_doctor(args) -> int:
@@ -473,7 +402,10 @@ def cmd_presets_show(args) -> int:
 def run_app(args) -> int:
     from asym_tui.app import AsymApp
 
-    AsymApp(data=args.data or "synthetic", preset=args.preset or "quick", out_dir=args.out or "runs").run()
+    app = AsymApp(data=args.data or "synthetic", preset=args.preset, out_dir=args.out or "runs")
+    app.run()
+    if app.run_dirs:
+        make_console().print("Runs saved this session:\n" + "\n".join(f"  {path}" for path in app.run_dirs), highlight=False)
     return 0
 
 
@@ -538,125 +470,6 @@ def cmd_data_inspect(args) -> int:
     for warning in caught:
         console.print(f"[yellow]warning:[/] {warning.message}")
     return 0
-
-
-# --- headless output ------------------------------------------------------------------------------
-
-@contextmanager
-def progress_display(console: Console, quiet: bool, configs: list):
-    """A rich progress bar per run (time-based, or episode-based with a budget); yields the event callback."""
-    from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn
-
-    from engine.trainers import LogMessage
-
-    if quiet:
-        yield lambda event: console.print(f"[yellow]{event.level}:[/] {event.text}") if isinstance(event, LogMessage) else None
-        return
-    bar = Bar(TextColumn("[bold]{task.fields[trainer]:<9}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-              TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console, refresh_per_second=4)
-    tasks: dict[str, int] = {}
-
-    def on_event(event) -> None:
-        if isinstance(event, LogMessage):
-            bar.console.print(f"[yellow]{event.level}:[/] {event.text}")
-            return
-        if event.trainer not in tasks:
-            tasks[event.trainer] = bar.add_task("", total=100, trainer=event.trainer, status="")
-        config = configs[0]
-        done = max(event.elapsed_s / config.duration_s if config.duration_s else 0.0,
-                   event.episodes / config.max_episodes if config.max_episodes else 0.0)
-        status = (f"{event.phase} · {event.episodes:,} eps · {event.steps_per_s:,.0f} steps/s · "
-                  f"{event.optimizer_steps_per_s:,.1f} updates/s · train Sharpe {event.train_sharpe:.2f}")
-        if event.val_score is not None:
-            status += f" · val score {event.val_score:.2f}"
-        bar.update(tasks[event.trainer], completed=min(100.0, 100 * done), status=status)
-
-    with bar:
-        yield on_event
-
-
-def percent(value) -> str:
-    return "—" if value is None else f"{100 * value:+.2f}%"
-
-
-METRIC_COLUMNS = ("return", "Sharpe", "Sortino", "max DD", "Calmar", "trades", "win rate", "long", "short", "flat")
-NARROW_COLUMNS = ("return", "Sharpe", "max DD", "trades", "long", "short", "flat")  # what fits 80 columns whole
-
-
-def metrics_table(by_policy: dict[str, dict], title: str, width: int = 200) -> Table:
-    """Agent and baselines, one row each; on a narrow terminal fewer columns, never cut cells."""
-    from rich import box
-
-    narrow = width < 120
-    columns = NARROW_COLUMNS if narrow else METRIC_COLUMNS
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, show_edge=False) if narrow else \
-        Table(title=title)
-    table.add_column("policy", style="bold", no_wrap=True)
-    for column in columns:
-        table.add_column(column, justify="right", no_wrap=True)
-    fraction = lambda value: "—" if value is None else f"{100 * value:.0f}%"
-    for name, m in by_policy.items():
-        label = name.replace("_", " ") + (f" ({m['position']})" if "position" in m else "")
-        cells = {"return": percent(m["total_return"]), "Sharpe": f"{m['sharpe']:.2f}", "Sortino": f"{m['sortino']:.2f}",
-                 "max DD": percent(m["max_drawdown"]), "Calmar": f"{m['calmar']:.2f}", "trades": f"{m.get('trades', 0):,}",
-                 "win rate": fraction(m.get("win_rate")), "long": fraction(m.get("long")), "short": fraction(m.get("short")),
-                 "flat": fraction(m.get("flat"))}
-        table.add_row(label, *(cells[column] for column in columns))
-    return table
-
-
-def print_run_summary(console: Console, outcome) -> None:
-    summary = outcome.summary
-    throughput, training = summary["throughput"], summary["training"]
-    console.print(f"[bold]{summary['trainer']}[/] run {summary['status']} ({summary['stop_reason']}) → {outcome.run_dir}")
-    console.print(f"  {summary.get('algorithm', '')}: {throughput['episodes']:,} episodes, {throughput['env_steps']:,} env-steps in "
-                  f"{throughput['train_s']:.1f} s of training ({throughput['steps_per_s']:,.0f} steps/s, "
-                  f"{throughput.get('optimizer_steps_per_s') or 0:,.1f} optimizer steps/s); "
-                  f"updates macro:micro {training['macro_updates']}:{training['micro_updates']}", highlight=False)
-    console.print(metrics_table(summary["test"], "Test split (greedy agent vs baselines)", console.width))
-    unseen = (summary.get("learning") or {}).get("unseen")
-    if unseen:
-        console.print(f"  unseen series ({len(unseen['series'])}): agent Sharpe {unseen['agent_sharpe']:.2f} · trailing rule "
-                      f"{unseen['trailing_rule_sharpe']:.2f} · buy-and-hold {unseen['buy_and_hold_sharpe']:.2f} · "
-                      f"beats buy-and-hold on {unseen['beats_buy_and_hold']} · long {unseen['long']:.0%} / short {unseen['short']:.0%}",
-                      highlight=False)
-
-
-def print_comparison(console: Console, original: dict, optimized: dict) -> None:
-    from engine.compare import comparison_rows, speedup
-
-    table = Table(title="Original vs optimized")
-    for column, justify in (("metric", "left"), ("original", "right"), ("optimized", "right"), ("winner", "left")):
-        table.add_column(column, justify=justify)
-
-    for row in comparison_rows(original, optimized):
-        table.add_row(row.metric, row.format(row.original), row.format(row.optimized), row.winner)
-    ratio = speedup(original, optimized)
-    table.add_row("[bold]speedup[/]", "1.0×", f"[bold]{ratio:,.1f}×[/]" if ratio else "N/A", "optimized" if ratio and ratio > 1 else "—")
-    console.print(table)
-    chart = quality_chart(original, optimized, width=min(console.width, 100))
-    if chart:
-        console.print(Text.from_ansi(chart))
-
-
-def quality_chart(original: dict, optimized: dict, width: int = 80) -> str:
-    """Validation score against wall time for both runs on one plotext chart (time-to-quality)."""
-    import plotext as plt
-
-    curves = [(summary.get("trainer", "run"), (summary.get("learning") or {}).get("validations") or []) for summary in (original, optimized)]
-    if not any(validations for _, validations in curves):
-        return ""
-    plt.clear_figure()
-    plt.plotsize(width, 16)
-    plt.title("validation score (validation and its mirror) against wall time")
-    plt.xlabel("seconds")
-    for name, validations in curves:
-        if validations:
-            plt.plot([v["elapsed_s"] for v in validations], [v["val_score"] for v in validations], label=name, marker="braille")
-    target = (optimized.get("learning") or {}).get("quality_target")
-    if target:
-        plt.hline(target)
-    return plt.build()
 
 
 if __name__ == "__main__":

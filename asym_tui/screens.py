@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -13,15 +12,11 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
+from asym_tui.tables import HISTORY_COLUMNS, METRIC_COLUMNS, comparison_cells, history_cells, metrics_cells, number
 from asym_tui.widgets import Chart
-from engine.compare import by_trainer, comparison_rows, speedup
+from engine.compare import by_trainer
+from engine.events import RunSummary
 from engine.runs import list_runs
-
-
-def _number(value, pattern: str = "{:,.2f}") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "N/A"
-    return pattern.format(value)
 
 
 class ComparisonScreen(ModalScreen):
@@ -29,28 +24,24 @@ class ComparisonScreen(ModalScreen):
 
     BINDINGS = [Binding("escape,q", "dismiss", "Close")]
 
-    def __init__(self, original: dict, optimized: dict, title: str = "Original vs optimized"):
+    def __init__(self, original: RunSummary, optimized: RunSummary, title: str = "Original vs optimized"):
         super().__init__()
         self.original, self.optimized, self.title_text = original, optimized, title
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="wide"):
             yield Label(self.title_text, classes="dialog-title")
-            yield Chart("Validation score against wall time (time-to-quality)", "score", "seconds", id="quality-chart")
+            yield Chart("Validation score against wall time (time-to-quality)", "score", id="quality-chart")
             yield DataTable(id="comparison", cursor_type="row", zebra_stripes=True)
-            yield Button("Close", id="close")
+            yield Button("Close (Esc)", id="close")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("metric", self.original.get("trainer", "A"), self.optimized.get("trainer", "B"), "winner")
-        for row in comparison_rows(self.original, self.optimized):
-            table.add_row(row.metric, row.format(row.original), row.format(row.optimized), row.winner)
-        ratio = speedup(self.original, self.optimized)
-        table.add_row("speedup (episodes/min)", "1.0×", _number(ratio, "{:,.1f}×"), "optimized" if ratio and ratio > 1 else "—")
-        lines = []
-        for summary in (self.original, self.optimized):
-            validations = (summary.get("learning") or {}).get("validations") or []
-            lines.append((summary.get("trainer", "run"), [v["elapsed_s"] for v in validations], [v["val_score"] for v in validations]))
+        table.add_columns("metric", self.original.trainer, self.optimized.trainer, "winner")
+        for cells in comparison_cells(self.original, self.optimized):
+            table.add_row(*cells)
+        lines = [(summary.trainer, [v["elapsed_s"] for v in summary.learning.validations], [v["val_score"] for v in summary.learning.validations])
+                 for summary in (self.original, self.optimized)]
         self.query_one("#quality-chart", Chart).draw(lines)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -68,8 +59,8 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(id="dialog"):
             yield Label(self.question)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Yes", id="yes", variant="error")
-                yield Button("No", id="no", variant="primary")
+                yield Button("Yes (y)", id="yes", variant="error")
+                yield Button("No (n)", id="no", variant="primary")
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
@@ -86,8 +77,8 @@ class SavePresetScreen(ModalScreen[str | None]):
             yield Label("Save the current settings as a user preset named:")
             yield Input(id="preset-name", placeholder="my-preset", restrict=r"[A-Za-z0-9_.\-]*")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save", id="save", variant="success")
-                yield Button("Cancel", id="cancel")
+                yield Button("Save (Enter)", id="save", variant="success")
+                yield Button("Cancel (Esc)", id="cancel")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value.strip() or None)
@@ -121,28 +112,27 @@ class RunDetailScreen(Screen):
 
     def on_mount(self) -> None:
         path: Path = self.run["path"]
-        summary = self.run["summary"]
+        summary: RunSummary = self.run["summary"]
         self.query_one("#run-title", Static).update(
-            f"[b]{path.name}[/b] — {summary.get('trainer', '?')} · {summary.get('status', '?')} · "
-            f"{_number(summary.get('throughput', {}).get('episodes_per_min'), '{:,.0f}')} episodes/min · {path}")
+            f"[b]{path.name}[/b] — {summary.trainer} · {summary.status} · "
+            f"{number(summary.throughput.episodes_per_min, '{:,.0f}')} episodes/min · {path}")
         if (path / "metrics.csv").is_file():
             frame = pd.read_csv(path / "metrics.csv")
-            frame = frame[frame["phase"] == "training"]
-            minutes = (frame["elapsed_s"] / 60).tolist()
-            self.query_one("#detail-throughput", Chart).draw([("episodes/min", minutes, frame["episodes_per_min"].tolist())])
-            self.query_one("#detail-sharpe", Chart).draw([("train", minutes, frame["train_sharpe"].tolist()),
-                                                          ("validation", minutes, frame["val_sharpe"].astype(float).tolist())])
-            self.query_one("#detail-portfolio", Chart).draw([("portfolio", minutes, frame["portfolio"].tolist())])
+            frame = frame[(frame["phase"] == "training") & (frame["episodes"] > 0)]  # no ramp from a made-up (0, 0)
+            seconds, xmax = frame["elapsed_s"].tolist(), float(frame["elapsed_s"].max()) if len(frame) else None
+            name = summary.trainer
+            self.query_one("#detail-throughput", Chart).draw([(name, seconds, frame["episodes_per_min"].tolist())], xmax=xmax)
+            self.query_one("#detail-sharpe", Chart).draw([(f"{name} train", seconds, frame["train_sharpe"].tolist()),
+                                                          (f"{name} val", seconds, frame["val_sharpe"].astype(float).tolist())], xmax=xmax)
+            self.query_one("#detail-portfolio", Chart).draw([(name, seconds, frame["portfolio"].tolist())], xmax=xmax)
         if (path / "equity_test.csv").is_file():
             equity = pd.read_csv(path / "equity_test.csv")
             bars = list(range(len(equity)))
             self.query_one("#detail-equity", Chart).draw([(name, bars, equity[f"{name}_equity"].tolist()) for name in ("agent", "buy_and_hold")])
         table = self.query_one("#detail-metrics", DataTable)
-        table.add_columns("policy (test)", "return", "Sharpe", "Sortino", "max DD", "trades", "win rate", "exposure")
-        for name, m in summary.get("test", {}).items():
-            table.add_row(name.replace("_", " "), _number(m["total_return"] * 100, "{:+.2f}%"), _number(m["sharpe"]),
-                          _number(m["sortino"]), _number(m["max_drawdown"] * 100, "{:.2f}%"), str(m.get("trades", "")),
-                          _number(m.get("win_rate", 0) * 100, "{:.0f}%"), _number(m.get("exposure", 0) * 100, "{:.0f}%"))
+        table.add_columns("policy (test)", *METRIC_COLUMNS[1:])
+        for cells in metrics_cells(summary.test):
+            table.add_row(*cells)
 
 
 class HistoryScreen(Screen):
@@ -168,7 +158,7 @@ class HistoryScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("", "run", "trainer", "status", "episodes/min", "test Sharpe", "B&H Sharpe", "final portfolio", "device")
+        table.add_columns(*HISTORY_COLUMNS)
         self.action_reload()
         table.focus()
 
@@ -177,13 +167,8 @@ class HistoryScreen(Screen):
         table.clear()
         self.runs = list_runs(self.out_dir)
         for index, run in enumerate(self.runs):
-            summary = run["summary"]
-            test = summary.get("test", {})
             name = str(run["path"].relative_to(Path(self.out_dir)))
-            table.add_row("✓" if run["path"] in self.marked else "", name, run["config"].get("trainer", "?"), summary.get("status", "?"),
-                          _number(summary.get("throughput", {}).get("episodes_per_min"), "{:,.0f}"),
-                          _number(test.get("agent", {}).get("sharpe")), _number(test.get("buy_and_hold", {}).get("sharpe")),
-                          _number(summary.get("final_portfolio"), "${:,.2f}"), summary.get("device", "?"), key=str(index))
+            table.add_row(*history_cells(name, run["config"].get("trainer", "?"), run["summary"], run["path"] in self.marked), key=str(index))
         if not self.runs:
             self.notify(f"No runs in {self.out_dir} yet — start one from the main screen", severity="information")
 
@@ -212,7 +197,7 @@ class HistoryScreen(Screen):
             self.notify("Mark two runs with Space first", severity="warning")
             return
         by_path = {run["path"]: run["summary"] for run in self.runs}
-        first, second = by_trainer(*(by_path.get(path, {}) for path in self.marked))
+        first, second = by_trainer(*(by_path.get(path, RunSummary()) for path in self.marked))
         names = {id(by_path.get(path)): path.name for path in self.marked}
         self.app.push_screen(ComparisonScreen(first, second, f"{names.get(id(first), '?')} vs {names.get(id(second), '?')}"))
 
@@ -227,7 +212,7 @@ class DoctorScreen(ModalScreen):
         with Vertical(id="dialog", classes="wide"):
             yield Label("This machine (asym-tui doctor)", classes="dialog-title")
             yield Static("Probing AMP and torch.compile…", id="doctor-facts")
-            yield Button("Close", id="close")
+            yield Button("Close (Esc)", id="close")
 
     def on_mount(self) -> None:
         self.probe()
@@ -243,6 +228,30 @@ class DoctorScreen(ModalScreen):
     def show_facts(self, facts: dict, table) -> None:
         self.facts = facts
         self.query_one("#doctor-facts", Static).update(table)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss()
+
+
+class HelpScreen(ModalScreen):
+    """Every key of the screen below it, with what it does (made from the bindings, so it never drifts)."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def __init__(self, keys: list[tuple[str, str]]):
+        super().__init__()
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("Keys", classes="dialog-title")
+            table = DataTable(id="help-keys", show_cursor=False)
+            table.add_columns("key", "action")
+            for key, description in self.keys:
+                table.add_row(key, description)
+            yield table
+            yield Label("Ctrl+P opens the command palette; the mouse works everywhere.")
+            yield Button("Close (Esc)", id="close")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss()

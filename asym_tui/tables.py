@@ -1,8 +1,139 @@
-"""Rich tables shared by the command line and the app."""
+"""Every figure the command line and the app show goes through here: one formatter for numbers and
+missing values, and one builder per table. Builders return rows of strings (the app fills a DataTable
+with them) or a Rich table (the command line prints it), choosing fewer columns on a narrow terminal
+instead of cutting cells."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
+from rich import box
 from rich.table import Table
+
+from engine.compare import ComparisonRow, comparison_rows
+from engine.events import RunSummary
+
+MISSING = "N/A"
+NARROW = 120  # below this many columns, tables keep only the columns that matter most
+
+
+def number(value, pattern: str = "{:,.2f}") -> str:
+    """A number by its format pattern, or N/A when it is missing (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return pattern.format(value)
+
+
+def clock(seconds: float | None) -> str:
+    """Seconds as m:ss (h:mm:ss past an hour)."""
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+UNIT_PATTERNS = {"$": "${:,.2f}", "%": "{:,.1f}%", "MB": "{:,.0f} MB", "s": "{:,.0f} s", "×": "{:,.1f}×", "": "{:,.2f}"}
+
+
+def comparison_cell(row: ComparisonRow, value: float | None) -> str:
+    if row.unit == "fraction":
+        return number(None if value is None else 100 * value, "{:.2f}%")
+    return number(value, UNIT_PATTERNS[row.unit])
+
+
+def comparison_cells(original: RunSummary, optimized: RunSummary) -> list[tuple[str, str, str, str]]:
+    """(metric, original, optimized, winner) for every row of the comparison, speedup included."""
+    return [(row.metric, comparison_cell(row, row.original), comparison_cell(row, row.optimized), row.winner)
+            for row in comparison_rows(original, optimized)]
+
+
+def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], width: int = 200,
+               keep: Sequence[str] | None = None, left: Sequence[str] = ()) -> Table:
+    """A Rich table; narrower than NARROW columns it keeps only `keep`, drops the rules, and never cuts a number."""
+    narrow = width < NARROW
+    shown = [index for index, column in enumerate(columns) if not (narrow and keep is not None and column not in keep)]
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, show_edge=False) if narrow else \
+        Table(title=title)
+    for index in shown:
+        is_left = columns[index] in left or index == 0
+        table.add_column(columns[index], justify="left" if is_left else "right", no_wrap=not is_left)
+    for row in rows:
+        table.add_row(*(row[index] for index in shown))
+    return table
+
+
+def comparison_table(original: RunSummary, optimized: RunSummary, width: int = 200) -> Table:
+    return rich_table("Original vs optimized", ("metric", original.trainer, optimized.trainer, "winner"),
+                      comparison_cells(original, optimized), width, left=("winner",))
+
+
+METRIC_COLUMNS = ("policy", "return", "Sharpe", "Sortino", "max DD", "Calmar", "trades", "win rate", "long", "short", "flat")
+NARROW_METRIC_COLUMNS = ("policy", "return", "Sharpe", "max DD", "trades", "long", "short", "flat")
+
+
+def metrics_cells(by_policy: dict[str, dict]) -> list[tuple[str, ...]]:
+    """One row per policy (agent and baselines) in METRIC_COLUMNS order."""
+    rows = []
+    for name, m in by_policy.items():
+        label = name.replace("_", " ") + (f" ({m['position']})" if "position" in m else "")
+        rows.append((label, number(m.get("total_return") and 100 * m["total_return"], "{:+.2f}%"), number(m.get("sharpe")),
+                     number(m.get("sortino")), number(m.get("max_drawdown") and 100 * m["max_drawdown"], "{:+.2f}%"),
+                     number(m.get("calmar")), number(m.get("trades", 0), "{:,}"), number(m.get("win_rate") and 100 * m["win_rate"], "{:.0f}%"),
+                     *(number(m.get(side) and 100 * m[side], "{:.0f}%") for side in ("long", "short", "flat"))))
+    return rows
+
+
+def metrics_table(by_policy: dict[str, dict], title: str, width: int = 200) -> Table:
+    return rich_table(title, METRIC_COLUMNS, metrics_cells(by_policy), width, NARROW_METRIC_COLUMNS)
+
+
+HISTORY_COLUMNS = ("", "run", "trainer", "status", "episodes/min", "test Sharpe", "B&H Sharpe", "final portfolio", "device")
+
+
+def history_cells(name: str, trainer: str, summary: RunSummary, marked: bool) -> tuple[str, ...]:
+    return ("✓" if marked else "", name, trainer, summary.status, number(summary.throughput.episodes_per_min, "{:,.0f}"),
+            number(summary.test_metric("agent", "sharpe")), number(summary.test_metric("buy_and_hold", "sharpe")),
+            number(summary.final_portfolio, "${:,.2f}"), summary.device)
+
+
+SWEEP_FIXED = ("rank", "trial")
+SWEEP_FIGURES = ("seed", "status", "episodes/min", "steps/s", "val score", "val Sharpe", "test Sharpe", "test max DD", "test return")
+SWEEP_NARROW = ("rank", "trial", "seed", "status", "val score", "test Sharpe", "test return")
+
+
+def sweep_table(rows: list[dict], axes: list[str], title: str, width: int = 200) -> Table:
+    cells = []
+    for rank, row in enumerate(rows, 1):
+        status = row["status"] + (f" ({row['error'][:60]})" if row["error"] else "")
+        cells.append((str(rank), row["trial"], *(str(row.get(axis)) for axis in axes), str(row["seed"]), status,
+                      number(row["episodes_per_min"], "{:,.0f}"), number(row["steps_per_s"], "{:,.0f}"), number(row.get("val_score")),
+                      number(row["val_sharpe"]), number(row["test_sharpe"]),
+                      number(row["test_max_drawdown"] and 100 * row["test_max_drawdown"], "{:.2f}%"),
+                      number(row["test_return"] and 100 * row["test_return"], "{:+.2f}%")))
+    return rich_table(title, (*SWEEP_FIXED, *axes, *SWEEP_FIGURES), cells, width, (*SWEEP_NARROW, *axes), left=("trial", "status"))
+
+
+BENCH_COLUMNS = ("configuration", "episodes/min", "env-steps/s", "updates/s", "rollout s/it", "update s/it", "warm-up s",
+                 "peak host MB", "peak GPU MB", "× original")
+BENCH_NARROW = ("configuration", "episodes/min", "env-steps/s", "updates/s", "× original")
+
+
+def bench_table(report: dict, width: int = 200) -> Table:
+    machine = report["machine"]
+    cells = []
+    for row in report["results"]:
+        if row["error"] and not row["episodes_per_min"]:
+            cells.append((row["label"], f"failed: {row['error']}", *[""] * 8))
+            continue
+        cells.append((row["label"], number(row["episodes_per_min"], "{:,.0f}"), number(row["steps_per_s"], "{:,.0f}"),
+                      number(row["optimizer_steps_per_s"], "{:,.1f}"), number(row["rollout_s"], "{:.3f}"),
+                      number(row["update_s"], "{:.3f}"), number(row["warmup_s"], "{:.1f}"), number(row["peak_host_mb"], "{:,.0f}"),
+                      number(row["peak_device_mb"], "{:,.0f}"), number(row["ratio"], "{:,.1f}×")))
+    title = (f"Throughput on {machine.get('gpu', machine['processor'])} ({machine['device']}, torch {machine['torch']}, "
+             f"{report['episode_steps']}-step episodes)")
+    return rich_table(title, BENCH_COLUMNS, cells, width, BENCH_NARROW)
 
 
 def doctor_table(facts: dict) -> Table:

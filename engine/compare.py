@@ -1,14 +1,15 @@
-"""Original vs optimized: the seed's comparison table, from two run summaries."""
+"""Original vs optimized: both trainers on the same data, seed and wall time, and the seed's comparison
+table from their two summaries (the speedup row included; the UIs only format it, in asym_tui.tables)."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from engine.config import RunConfig
-from engine.runs import RunError, RunOutcome, execute_run, prepare_data, read_json
+from engine.events import RunSummary
+from engine.runs import RunOutcome, execute_run, prepare_data
 
 
 @dataclass
@@ -17,15 +18,7 @@ class ComparisonRow:
     original: float | None
     optimized: float | None
     better: str  # "higher" or "lower": which direction wins
-    unit: str = ""  # "$", "%" (already a percentage), "fraction" (shown as a percentage), "MB", "s", or "" (a number)
-
-    def format(self, value: float | None) -> str:
-        """The table cell for one of the two values."""
-        if value is None or value != value:
-            return "N/A"
-        if self.unit == "fraction":
-            return f"{100 * value:.2f}%"
-        return {"$": f"${value:,.2f}", "%": f"{value:,.1f}%", "MB": f"{value:,.0f} MB", "s": f"{value:,.0f} s"}.get(self.unit, f"{value:,.2f}")
+    unit: str = ""  # "$", "%" (already a percentage), "fraction" (shown as a percentage), "MB", "s", "×" or "" (a number)
 
     @property
     def winner(self) -> str:
@@ -35,22 +28,19 @@ class ComparisonRow:
         return "optimized" if (self.optimized > self.original) == higher_wins else "original"
 
 
-def comparison_rows(original: dict, optimized: dict) -> list[ComparisonRow]:
-    """The seed's table: episodes/min, speedup, GPU (or CPU) use, memory, final portfolio, Sharpe, drawdown."""
-    def get(summary: dict, *keys):
-        value = summary
-        for key in keys:
-            value = value.get(key) if isinstance(value, dict) else None
-        return value
-
-    both = lambda *keys: (get(original, *keys), get(optimized, *keys))
-    rows = [
+def comparison_rows(original: RunSummary, optimized: RunSummary) -> list[ComparisonRow]:
+    """The seed's table: episodes/min, speedup, device use, memory, final portfolio, Sharpe, drawdown, learning."""
+    both = lambda *path: (original.value(*path), optimized.value(*path))
+    ratio = speedup(original, optimized)
+    return [
         ComparisonRow("episodes/min", *both("throughput", "episodes_per_min"), "higher"),
+        ComparisonRow("speedup (episodes/min)", 1.0 if ratio is not None else None, ratio, "higher", "×"),
         ComparisonRow("env-steps/s", *both("throughput", "steps_per_s"), "higher"),
         ComparisonRow("optimizer steps/s", *both("throughput", "optimizer_steps_per_s"), "higher"),
         ComparisonRow("optimizer steps", *both("throughput", "optimizer_steps"), "higher"),
         ComparisonRow("episodes", *both("throughput", "episodes"), "higher"),
-        ComparisonRow(f"{optimized.get('device_label', 'GPU')} use", *both("resources", "utilisation_mean"), "higher", "%"),
+        ComparisonRow("warm-up", *both("throughput", "warmup_s"), "lower", "s"),
+        ComparisonRow(f"{optimized.device_label} use", *both("resources", "utilisation_mean"), "higher", "%"),
         ComparisonRow("peak memory", *both("resources", "peak_memory_mb"), "lower", "MB"),
         ComparisonRow("final portfolio (test)", *both("final_portfolio"), "higher", "$"),
         ComparisonRow("Sharpe (test)", *both("test", "agent", "sharpe"), "higher"),
@@ -60,12 +50,10 @@ def comparison_rows(original: dict, optimized: dict) -> list[ComparisonRow]:
         ComparisonRow("trailing rule (unseen)", *both("learning", "unseen", "trailing_rule_sharpe"), "higher"),
         ComparisonRow("time to quality", *both("learning", "time_to_quality_s"), "lower", "s"),
     ]
-    return rows
 
 
-def speedup(original: dict, optimized: dict) -> float | None:
-    before = original.get("throughput", {}).get("episodes_per_min")
-    after = optimized.get("throughput", {}).get("episodes_per_min")
+def speedup(original: RunSummary, optimized: RunSummary) -> float | None:
+    before, after = original.throughput.episodes_per_min, optimized.throughput.episodes_per_min
     return after / before if before and after is not None else None
 
 
@@ -79,18 +67,8 @@ def run_comparison(config: RunConfig, on_event=None, stop: threading.Event | Non
     return original, optimized
 
 
-def read_summary(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        raise RunError(f"{run_dir}: no summary.json (not a finished run folder)")
-    summary = read_json(path)
-    if not isinstance(summary.get("throughput"), dict):
-        raise RunError(f"{path}: not a run summary (no throughput figures)")
-    return summary
-
-
-def by_trainer(first: dict, second: dict) -> tuple[dict, dict]:
+def by_trainer(first: RunSummary, second: RunSummary) -> tuple[RunSummary, RunSummary]:
     """Two summaries as (original, optimized) whatever order they were given in."""
-    if first.get("trainer") == "optimized" and second.get("trainer") == "original":
+    if first.trainer == "optimized" and second.trainer == "original":
         return second, first
     return first, second

@@ -46,23 +46,35 @@ def resolve_device(name: str = "auto") -> tuple[torch.device, str]:
     return torch.device(name), "chosen in the config"
 
 
+NUM_ENVS_LIMIT = {"cpu": 4096, "mps": 1024, "cuda": 65536}  # beyond these the device can't hold the rollout
+
+
+def num_envs_limit(device_type: str) -> int:
+    """The most parallel episodes a device of this type takes (the CLI and the app apply the same rule)."""
+    return NUM_ENVS_LIMIT.get(device_type, NUM_ENVS_LIMIT["cpu"])
+
+
 @dataclass
 class Reading:
-    """One sample of utilisation and memory; None means N/A."""
+    """One sample of this process's use of its device; None means N/A."""
 
     label: str  # "GPU" or "CPU"
-    utilisation: float | None  # percent
-    memory_used_mb: float | None  # device memory (GPU) or system memory in use (CPU)
-    memory_total_mb: float | None
-    peak_allocated_mb: float | None  # torch's peak device allocation (GPU) or process RSS (CPU)
+    utilisation: float | None  # GPU: the GPU's use; CPU: this process's CPU use (% of all cores)
+    memory_used_mb: float | None  # GPU: memory torch holds for this process; CPU: this process's resident memory
+    memory_total_mb: float | None  # the device's memory (GPU) or the machine's (CPU)
+    peak_allocated_mb: float | None  # GPU: torch's peak allocation; CPU: the largest resident memory seen
+    process_cpu: float | None = None  # this process's CPU use, % of all cores
+    process_rss_mb: float | None = None
 
 
 class DeviceMonitor:
     def __init__(self, device: torch.device):
         self.device = device
         self.process = psutil.Process(os.getpid())
+        self.cores = psutil.cpu_count() or 1
         self.handle = self._nvml_handle() if device.type == "cuda" else None
-        psutil.cpu_percent(interval=None)  # the first call only starts the measurement
+        self.peak_rss_mb: float | None = None
+        self._process_cpu()  # the first call only starts the measurement
 
     @_safe()
     def _nvml_handle(self):
@@ -73,12 +85,18 @@ class DeviceMonitor:
         return pynvml.nvmlDeviceGetHandleByIndex(index)
 
     def read(self) -> Reading:
+        cpu, rss = self._process_cpu(), self._rss()
+        if rss is not None:
+            self.peak_rss_mb = max(rss, self.peak_rss_mb or 0.0)
         if self.device.type == "cuda":
-            return Reading("GPU", self._gpu_utilisation(), *self._gpu_memory(), self._peak_cuda())
+            return Reading("GPU", self._gpu_utilisation(), self._cuda_reserved(), self._gpu_total(), self._peak_cuda(), cpu, rss)
         if self.device.type == "mps":
-            return Reading("GPU", None, self._mps_memory(), None, self._mps_memory())
-        memory = psutil.virtual_memory()
-        return Reading("CPU", psutil.cpu_percent(interval=None), (memory.total - memory.available) / 2**20, memory.total / 2**20, self._rss())
+            return Reading("GPU", None, self._mps_memory(), None, self._mps_memory(), cpu, rss)
+        return Reading("CPU", cpu, rss, psutil.virtual_memory().total / 2**20, self.peak_rss_mb, cpu, rss)
+
+    @_safe()
+    def _process_cpu(self) -> float:
+        return min(100.0, self.process.cpu_percent(interval=None) / self.cores)
 
     @_safe()
     def _gpu_utilisation(self) -> float:
@@ -86,12 +104,13 @@ class DeviceMonitor:
 
         return float(pynvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
 
-    @_safe(default=(None, None))
-    def _gpu_memory(self) -> tuple[float, float]:
-        import pynvml
+    @_safe()
+    def _gpu_total(self) -> float:
+        return torch.cuda.get_device_properties(self.device).total_memory / 2**20
 
-        info = pynvml.nvmlDeviceGetMemoryInfo(self.handle)
-        return info.used / 2**20, info.total / 2**20
+    @_safe()
+    def _cuda_reserved(self) -> float:
+        return torch.cuda.memory_reserved(self.device) / 2**20
 
     @_safe()
     def _peak_cuda(self) -> float:
@@ -123,7 +142,3 @@ def _gpu_facts() -> dict[str, str]:
         memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30
         facts[f"gpu{index}"] = f"{name.decode() if isinstance(name, bytes) else name}, {memory:.0f} GiB"
     return facts
-
-
-def format_reading(value: float | None, unit: str = "", digits: int = 0) -> str:
-    return "N/A" if value is None else f"{value:,.{digits}f}{unit}"

@@ -4,7 +4,7 @@ throughput and Sharpe over training time."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
+import math
 
 import matplotlib
 
@@ -13,12 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from engine.files import atomic_write_bytes  # noqa: E402
+from engine.events import RunSummary  # noqa: E402
 
 COLOURS = {"agent": "tab:blue", "buy_and_hold": "tab:orange", "flat": "tab:gray", "random": "tab:red"}
 
 
-def write_report(path: Path, history: list[dict], test_backtests: dict, test_split, summary: dict) -> None:
+def render_report(history: list[dict], test_backtests: dict, test_split, summary: RunSummary) -> bytes:
+    """report.png as bytes: test equity and returns, reward, update counts, throughput, Sharpe."""
     frame = pd.DataFrame([row for row in history if row.get("phase") == "training"])
     figure, axes = plt.subplots(3, 2, figsize=(13, 11))
     (portfolio, returns), (reward, updates), (throughput, sharpe) = axes
@@ -49,11 +50,10 @@ def write_report(path: Path, history: list[dict], test_backtests: dict, test_spl
         sharpe.set_title("Sharpe (annualized)")
         for axis in (reward, updates, throughput, sharpe):
             axis.set_xlabel("minutes")
-    test = summary.get("test", {})
-    figure.suptitle(f"{summary.get('trainer', '')} run — test Sharpe agent {test.get('agent', {}).get('sharpe', float('nan')):.2f} "
-                    f"vs buy-and-hold {test.get('buy_and_hold', {}).get('sharpe', float('nan')):.2f}")
+    figure.suptitle(f"{summary.trainer} run — test Sharpe agent {summary.test_metric('agent', 'sharpe') or math.nan:.2f} "
+                    f"vs buy-and-hold {summary.test_metric('buy_and_hold', 'sharpe') or math.nan:.2f}")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()

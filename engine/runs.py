@@ -36,6 +36,7 @@ from engine.config import RunConfig, apply_overrides
 from engine.data import MAX_GAP_BARS, load_candles
 from engine.errors import RunError
 from engine.files import WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries
+from engine.events import Learning, Resources, RunSummary, Throughput
 from engine.evaluation import evaluate_split, rule_validation_score, source_features, unseen_report, unseen_sources
 from engine.features import MarketSplits, Normalizer, prepare_splits, split_by_time
 from engine.metrics import periods_per_year
@@ -137,7 +138,7 @@ def load_checkpoint(path: str | Path) -> dict:
 @dataclass
 class RunOutcome:
     run_dir: Path
-    summary: dict
+    summary: RunSummary
     result: TrainResult
 
 
@@ -201,7 +202,7 @@ def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None =
             try:
                 save_checkpoint(run_dir / "checkpoint.pt", trainer, splits.normalizer)
                 write_metrics(run_dir, trainer.history)
-                atomic_write_json(run_dir / "summary.json", build_summary(config, trainer, trainer_result(trainer, "running"), None))
+                atomic_write_json(run_dir / "summary.json", build_summary(config, trainer, trainer_result(trainer, "running"), None).to_json())
             except WriteError as exc:  # keep what was saved last; stop rather than train on without a way to save
                 trainer.log("error", f"{exc}; stopping the run")
                 trainer.stop.set()
@@ -292,17 +293,17 @@ def finish_run(run_dir: Path, config: RunConfig, trainer: Trainer, splits: Marke
     evaluations = {name: evaluate_split(model, splits[name], env_config, splits.bar_seconds, config.seed)
                    for name in ("validation", "test")}
     summary = build_summary(config, trainer, result, evaluations)
-    summary["selected_model"] = selection
-    summary["learning"] = learning_record(config, trainer, splits, model)
-    atomic_write_json(run_dir / "summary.json", summary)
+    summary.selected_model = selection
+    summary.learning = learning_record(config, trainer, splits, model)
+    atomic_write_json(run_dir / "summary.json", summary.to_json())
     write_equity(run_dir / "equity_test.csv", splits.test, evaluations["test"], config.initial_equity)
-    from engine.report import write_report
+    from engine.report import render_report
 
-    write_report(run_dir / "report.png", trainer.history, evaluations["test"], splits.test, summary)
+    atomic_write_bytes(run_dir / "report.png", render_report(trainer.history, evaluations["test"], splits.test, summary))
     return RunOutcome(run_dir, summary, result)
 
 
-def learning_record(config: RunConfig, trainer: Trainer, splits: MarketSplits, model) -> dict:
+def learning_record(config: RunConfig, trainer: Trainer, splits: MarketSplits, model) -> Learning:
     """What the run learned, judged where a constant position can't look good: the validation score
     against time (time-to-quality), and the chosen model on fresh series it never saw."""
     rule_score = rule_validation_score(splits, config.env_config())
@@ -310,8 +311,7 @@ def learning_record(config: RunConfig, trainer: Trainer, splits: MarketSplits, m
     reached = next((v["elapsed_s"] for v in trainer.validations if v["val_score"] >= target), None) if rule_score > 0 else None
     sources = unseen_sources(config.data, config.unseen_series)
     unseen = unseen_report(model, splits.normalizer, sources, config.env_config(), config.macro_window, config.micro_window) if sources else None
-    return {"rule_val_score": rule_score, "quality_target": target, "time_to_quality_s": reached,
-            "validations": trainer.validations, "unseen": unseen}
+    return Learning(rule_score, target, reached, list(trainer.validations), unseen)
 
 
 def _renormalized(splits: MarketSplits, normalizer: Normalizer) -> MarketSplits:
@@ -336,34 +336,31 @@ def run_record(config: RunConfig, trainer: Trainer) -> dict:
     }
 
 
-def build_summary(config: RunConfig, trainer: Trainer, result: TrainResult, evaluations: dict | None) -> dict:
+def build_summary(config: RunConfig, trainer: Trainer, result: TrainResult, evaluations: dict | None) -> RunSummary:
     last = result.last
-    utilisation = [row["utilisation"] for row in trainer.history if row.get("utilisation") is not None and row["phase"] == "training"]
+    training_rows = [row for row in trainer.history if row["phase"] == "training"]
+    utilisation = [row["utilisation"] for row in training_rows if row.get("utilisation") is not None]
     peaks = [row["peak_memory_mb"] for row in trainer.history if row.get("peak_memory_mb") is not None]
-    summary = {
-        "status": result.status, "stop_reason": result.stop_reason, "trainer": config.trainer, "preset": config.preset,
-        "algorithm": config.learning_algorithm,
-        "metric_conventions": {"bar_seconds": trainer.splits.bar_seconds, "periods_per_year": periods_per_year(trainer.splits.bar_seconds),
-                               "risk_free_rate": 0.0, "returns": "simple per-bar returns of the equity curve, fees included",
-                               "volatility": "sample standard deviation (ddof 1) x sqrt(periods_per_year)",
-                               "sortino_downside": "sqrt(mean(min(r, 0)^2)) over all bars"},
-        "data": config.data, "seed": config.seed, "device": trainer.device.type, "device_label": last.device_label,
-        "throughput": {"episodes": last.episodes, "env_steps": last.env_steps, "elapsed_s": last.elapsed_s,
-                       "train_s": last.train_s, "episodes_per_min": last.episodes_per_min, "steps_per_s": last.steps_per_s,
-                       "optimizer_steps": last.micro_updates, "optimizer_steps_per_s": last.optimizer_steps_per_s,
-                       "rollout_s": last.rollout_s, "update_s": last.update_s},
-        "training": {"loss": last.loss, "mean_episode_return": last.mean_episode_return, "train_sharpe": last.train_sharpe,
-                     "portfolio": last.portfolio, "macro_updates": last.macro_updates,
-                     "micro_updates": last.micro_updates, "num_envs": last.num_envs,
-                     "nan_skips": last.nan_skips, "scaler_skips": last.scaler_skips},
-        "resources": {"utilisation_mean": float(np.mean(utilisation)) if utilisation else None,
-                      "peak_memory_mb": max(peaks) if peaks else None},
-        "events": [{"level": m.level, "text": m.text, "elapsed_s": m.elapsed_s} for m in result.messages],
-    }
+    summary = RunSummary(
+        status=result.status, stop_reason=result.stop_reason, trainer=config.trainer, preset=config.preset,
+        algorithm=config.learning_algorithm, data=config.data, seed=config.seed, device=trainer.device.type,
+        device_label=last.device_label,
+        metric_conventions={"bar_seconds": trainer.splits.bar_seconds, "periods_per_year": periods_per_year(trainer.splits.bar_seconds),
+                            "risk_free_rate": 0.0, "returns": "simple per-bar returns of the equity curve, fees included",
+                            "volatility": "sample standard deviation (ddof 1) x sqrt(periods_per_year)",
+                            "sortino_downside": "sqrt(mean(min(r, 0)^2)) over all bars"},
+        throughput=Throughput(last.episodes, last.env_steps, last.elapsed_s, last.train_s, last.warmup_s, last.episodes_per_min,
+                              last.steps_per_s, last.micro_updates, last.optimizer_steps_per_s, last.rollout_s, last.update_s),
+        training={"loss": last.loss, "mean_episode_return": last.mean_episode_return, "train_sharpe": last.train_sharpe,
+                  "portfolio": last.portfolio, "macro_updates": last.macro_updates, "micro_updates": last.micro_updates,
+                  "num_envs": last.num_envs, "nan_skips": last.nan_skips, "scaler_skips": last.scaler_skips},
+        resources=Resources(float(np.mean(utilisation)) if utilisation else None, max(peaks) if peaks else None),
+        events=[{"level": m.level, "text": m.text, "elapsed_s": m.elapsed_s} for m in result.messages],
+    )
     if evaluations:
-        for split, backtests in evaluations.items():
-            summary[split] = {name: backtest.metrics for name, backtest in backtests.items()}
-        summary["final_portfolio"] = config.initial_equity * float(evaluations["test"]["agent"].equity[-1])
+        summary.validation, summary.test = ({name: backtest.metrics for name, backtest in evaluations[split].items()}
+                                            for split in ("validation", "test"))
+        summary.final_portfolio = config.initial_equity * float(evaluations["test"]["agent"].equity[-1])
     return summary
 
 
@@ -401,15 +398,31 @@ def read_json(path: Path, kind: type = dict):
     return value
 
 
+def read_summary(run_dir: str | Path) -> RunSummary:
+    """A run folder's summary, or one clear RunError."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: no summary.json (not a finished run folder)")
+    value = read_json(path)
+    if not isinstance(value.get("throughput"), dict):
+        raise RunError(f"{path}: not a run summary (no throughput figures)")
+    try:
+        return RunSummary.from_json(value)
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{path}: not a run summary ({exc})") from exc
+
+
 def list_runs(out_dir: str | Path) -> list[dict]:
-    """Run folders under `out_dir` (sweep folders included, one level down), newest first, with their summaries."""
+    """Run folders under `out_dir` (sweep folders included, one level down), newest first, with their summaries
+    (an empty one while a run has none yet)."""
     runs = []
     for config_path in sorted(Path(out_dir).glob("**/config.json")):
         folder = config_path.parent
         try:
             record = json.loads(config_path.read_text())
-            summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
-        except (OSError, json.JSONDecodeError):
+            summary = RunSummary.from_json(json.loads((folder / "summary.json").read_text())) \
+                if (folder / "summary.json").is_file() else RunSummary()
+        except (OSError, json.JSONDecodeError, TypeError, ValueError):
             continue
         runs.append({"path": folder, "config": record.get("config", {}), "summary": summary, "created": record.get("created", "")})
     return sorted(runs, key=lambda run: run["created"], reverse=True)

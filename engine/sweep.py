@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from engine.config import ConfigError, RunConfig, apply_overrides, config_fields
-from engine.runs import RunError, atomic_write_json, atomic_write_text, check_output_dir, execute_run, read_json
+from engine.events import RunSummary
+from engine.runs import RunError, atomic_write_json, atomic_write_text, check_output_dir, execute_run, read_json, read_summary
 
 TABLE_COLUMNS = ("trial", "seed", "status", "episodes_per_min", "steps_per_s", "val_score", "val_sharpe", "test_sharpe",
                  "test_max_drawdown", "test_return", "error")
@@ -58,6 +59,20 @@ def make_trials(grid: dict[str, list], seeds: int, first_seed: int) -> list[Tria
     return trials
 
 
+SWEEP_RECORD_KEYS = {"preset", "grid_args", "seeds", "overrides"}
+
+
+def read_sweep_record(sweep_dir: str | Path) -> dict:
+    """What `sweep --resume` reruns: the preset, grid, seeds and overrides a sweep folder was started with."""
+    path = Path(sweep_dir) / "sweep.json"
+    if not path.is_file():
+        raise RunError(f"{sweep_dir}: not a sweep folder (no sweep.json)")
+    record = read_json(path)
+    if not SWEEP_RECORD_KEYS <= set(record):
+        raise RunError(f"{path}: not a sweep record (missing preset, grid_args, seeds or overrides)")
+    return record
+
+
 def trial_config(base: RunConfig, trial: Trial, sweep_dir: Path) -> RunConfig:
     return apply_overrides(base, {**trial.params, "seed": trial.seed, "out_dir": str(sweep_dir), "run_name": trial.name},
                            f"sweep trial {trial.name}")
@@ -68,8 +83,8 @@ def finished_row(trial: Trial, sweep_dir: Path) -> dict | None:
     unfinished (stopped, failed, unreadable) is removed, so the trial reruns under its own name."""
     folder = sweep_dir / trial.name
     try:
-        summary = read_json(folder / "summary.json")
-        if summary.get("status") == "completed" and "test" in summary:
+        summary = read_summary(folder)
+        if summary.status == "completed" and summary.test:
             return summary_row(trial, summary)
     except RunError:
         pass
@@ -78,11 +93,11 @@ def finished_row(trial: Trial, sweep_dir: Path) -> dict | None:
     return None
 
 
-def summary_row(trial: Trial, summary: dict) -> dict:
-    test, validation = summary["test"]["agent"], summary["validation"]["agent"]
-    return {"trial": trial.name, **trial.params, "seed": trial.seed, "status": summary["status"],
-            "episodes_per_min": summary["throughput"]["episodes_per_min"], "steps_per_s": summary["throughput"]["steps_per_s"],
-            "val_score": (summary.get("selected_model") or {}).get("val_score"),
+def summary_row(trial: Trial, summary: RunSummary) -> dict:
+    test, validation = summary.test["agent"], summary.validation["agent"]
+    return {"trial": trial.name, **trial.params, "seed": trial.seed, "status": summary.status,
+            "episodes_per_min": summary.throughput.episodes_per_min, "steps_per_s": summary.throughput.steps_per_s,
+            "val_score": (summary.selected_model or {}).get("val_score"),
             "val_sharpe": validation["sharpe"], "test_sharpe": test["sharpe"], "test_max_drawdown": test["max_drawdown"],
             "test_return": test["total_return"], "error": ""}
 
@@ -100,8 +115,8 @@ def run_trial(base: RunConfig, trial: Trial, sweep_dir: Path, stop: threading.Ev
     except Exception as exc:  # a failed trial is recorded; the sweep goes on
         return failed_row(trial, "failed", f"{type(exc).__name__}: {exc}")
     summary = outcome.summary
-    if summary["status"] != "completed":
-        return {**summary_row(trial, summary), "status": summary["status"], "error": summary.get("stop_reason", "")}
+    if summary.status != "completed":
+        return {**summary_row(trial, summary), "error": summary.stop_reason}
     return summary_row(trial, summary)
 
 

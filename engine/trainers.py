@@ -1,6 +1,6 @@
 """The two trainers and the loop they share.
 
-Read top to bottom: the events a trainer emits (`Progress`, `LogMessage`), then `Trainer` — one public
+Read top to bottom: `Trainer` — one public
 `iterate()` (collect experience, learn from it; `bench` times exactly this) that `run()` loops over
 with reporting, validation, model selection and stopping — and the two ways of collecting:
 
@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from engine.config import RunConfig
 from engine.env import TradingEnv, VectorizedTradingEnv, segment_lengths
+from engine.events import Event, LogMessage, Progress
 from engine.evaluation import agent_backtest, validation_score
 from engine.features import MarketSplits
 from engine.metrics import episode_sharpe, periods_per_year
@@ -40,60 +41,8 @@ from engine.model import AsymmetricPolicyNetwork, ModelShape
 from engine.monitor import DeviceMonitor, resolve_device
 
 BATCHNORM_SAMPLE = 8192  # training observations used for the initial BatchNorm calibration
-
-
-@dataclass
-class LogMessage:
-    """A warning or note for the user (compile fallback, OOM halving, skipped update)."""
-
-    level: str  # "info", "warning" or "error"
-    text: str
-    elapsed_s: float = 0.0
-
-
-@dataclass
-class Progress:
-    """A throttled snapshot of training, emitted a few times a second."""
-
-    trainer: str
-    phase: str  # "calibrating", "compiling", "training", "validating", "done"
-    elapsed_s: float = 0.0
-    train_s: float = 0.0  # seconds spent in rollouts and updates (throughput uses this)
-    episodes: int = 0
-    env_steps: int = 0
-    episodes_per_min: float = 0.0
-    steps_per_s: float = 0.0
-    loss: float = math.nan
-    mean_reward: float = math.nan
-    mean_episode_return: float = math.nan  # fraction, over the latest rollout's episodes
-    train_sharpe: float = math.nan  # annualized, over recent episodes
-    portfolio: float = math.nan  # initial equity x mean final equity of the latest episodes
-    macro_updates: int = 0
-    micro_updates: int = 0
-    optimizer_steps_per_s: float = 0.0  # optimizer steps (micro updates) per second of training
-    algorithm: str = ""
-    num_envs: int = 1
-    rollout_s: float = 0.0
-    update_s: float = 0.0
-    device_label: str = "CPU"
-    utilisation: float | None = None
-    memory_used_mb: float | None = None
-    memory_total_mb: float | None = None
-    peak_memory_mb: float | None = None
-    val_sharpe: float | None = None
-    val_score: float | None = None  # mean Sharpe on validation and its mirror image: what selects the model
-    val_return: float | None = None
-    val_drawdown: float | None = None
-    val_portfolio: float | None = None
-    nan_skips: int = 0
-    scaler_skips: int = 0
-
-    def row(self) -> dict:
-        return asdict(self)
-
-
-Event = Progress | LogMessage
-
+WARMUP_ITERATIONS = 1  # first iterations of a session timed apart: lazy allocation; compilation and graph
+COMPILED_WARMUP_ITERATIONS = 2  # capture take both MacroNet modes, so two when compiling
 
 
 @dataclass
@@ -103,6 +52,33 @@ class TrainResult:
     last: Progress
     history: list[dict] = field(default_factory=list)
     messages: list[LogMessage] = field(default_factory=list)
+
+
+@dataclass
+class Warmup:
+    """The first iterations of a session, timed apart from throughput (compilation, graph capture)."""
+
+    pending: int = 0  # iterations still to go
+    seconds: float = 0.0  # this session's
+    before_s: float = 0.0  # earlier sessions' (a resumed run)
+    episodes: int = 0
+    steps: int = 0
+    updates: int = 0
+
+    def begin(self, iterations: int) -> None:
+        self.before_s, self.seconds = self.total_s, 0.0
+        self.pending, self.episodes, self.steps, self.updates = iterations, 0, 0, 0
+
+    def add(self, step: Iteration, episodes: int, updates: int) -> None:
+        self.pending -= 1
+        self.seconds += step.rollout_s + step.update_s
+        self.episodes += episodes
+        self.steps += step.env_steps
+        self.updates += updates
+
+    @property
+    def total_s(self) -> float:
+        return self.before_s + self.seconds
 
 
 class Iteration(NamedTuple):
@@ -142,6 +118,7 @@ class Trainer:
         self.messages: list[LogMessage] = []
         self.episodes = self.env_steps = 0
         self.rollout_s = self.update_s = self.train_s_before = self.elapsed_before = self.session_elapsed = 0.0
+        self.warmup = Warmup()
         self.session_episodes = self.session_steps = self.session_updates = 0
         train = splits.train
         table = torch.as_tensor(np.concatenate([train.macro, train.micro], axis=1), dtype=torch.float32, device=self.device)
@@ -164,25 +141,39 @@ class Trainer:
         self.messages.append(message)
         self.on_event(message)
 
+    @property
+    def train_s(self) -> float:
+        """Seconds of rollouts and updates after warm-up, over every session of the run."""
+        return self.train_s_before + self.rollout_s + self.update_s
+
+    def rates(self) -> tuple[float, float, float]:
+        """This session's episodes/min, env-steps/s and optimizer steps/s after warm-up (warm-up alone if
+        the session never got past it)."""
+        seconds, episodes, steps, updates = self.rollout_s + self.update_s, self.session_episodes, self.session_steps, self.session_updates
+        if not seconds:
+            seconds, episodes, steps, updates = self.warmup.seconds, self.warmup.episodes, self.warmup.steps, self.warmup.updates
+        return (60 * episodes / seconds, steps / seconds, updates / seconds) if seconds else (0.0, 0.0, 0.0)
+
     def progress(self, phase: str, started: float, loss=math.nan, mean_reward=math.nan) -> Progress:
-        train_s = self.rollout_s + self.update_s
         reading = self.monitor.read()
         validation = self.validation or {}
         recent = np.asarray(self.recent_log_returns)
+        episodes_per_min, steps_per_s, updates_per_s = self.rates()
         event = Progress(
             trainer=self.name, phase=phase, elapsed_s=self.elapsed_before + time.perf_counter() - started,
-            train_s=self.train_s_before + train_s, episodes=self.episodes, env_steps=self.env_steps,
-            episodes_per_min=60 * self.session_episodes / train_s if train_s else 0.0,
-            steps_per_s=self.session_steps / train_s if train_s else 0.0,
+            train_s=self.train_s, warmup_s=self.warmup.total_s, duration_s=self.config.duration_s or 0.0,
+            max_episodes=self.config.max_episodes or 0, episodes=self.episodes, env_steps=self.env_steps,
+            episodes_per_min=episodes_per_min, steps_per_s=steps_per_s,
             loss=loss, mean_reward=mean_reward,
             mean_episode_return=float(np.expm1(recent[-64:]).mean()) if len(recent) else math.nan,
             train_sharpe=episode_sharpe(recent, self.episode_length, self.splits.bar_seconds),
             portfolio=self.config.initial_equity * float(np.exp(recent[-64:]).mean()) if len(recent) else math.nan,
             macro_updates=self.learner.macro_updates, micro_updates=self.learner.micro_updates,
-            optimizer_steps_per_s=self.session_updates / train_s if train_s else 0.0, algorithm=self.algorithm,
+            optimizer_steps_per_s=updates_per_s, algorithm=self.algorithm,
             num_envs=self.num_envs, rollout_s=self.rollout_s, update_s=self.update_s,
             device_label=reading.label, utilisation=reading.utilisation, memory_used_mb=reading.memory_used_mb,
             memory_total_mb=reading.memory_total_mb, peak_memory_mb=reading.peak_allocated_mb,
+            process_cpu=reading.process_cpu, process_rss_mb=reading.process_rss_mb,
             val_sharpe=validation.get("sharpe"), val_score=validation.get("score"), val_return=validation.get("total_return"),
             val_drawdown=validation.get("max_drawdown"), val_portfolio=validation.get("portfolio"),
             nan_skips=self.learner.nan_skips, scaler_skips=self.learner.scaler_skips,
@@ -209,7 +200,8 @@ class Trainer:
         config = self.config
         started = time.perf_counter()
         self.session_elapsed = 0.0
-        self.progress("compiling" if self.learner.is_compiled else "training", started)
+        self.warmup.begin(COMPILED_WARMUP_ITERATIONS if self.learner.is_compiled or config.cuda_graphs else WARMUP_ITERATIONS)
+        self.progress("compiling" if self.learner.is_compiled else "warming up", started)
         last_report = last_eval = time.perf_counter()
         status, reason, step = "completed", "", None
         while not (reason := self.stop_reason(started)):
@@ -224,9 +216,13 @@ class Trainer:
                     status, reason = "failed", failure
                     break
                 continue
+            warming = self.warmup.pending
             self.record(step, self.learner.micro_updates - updates_before)
             now = time.perf_counter()
             self.session_elapsed = now - started
+            if warming and not self.warmup.pending:
+                self.warmed_up(started)
+                last_report = now
             if config.eval_every_s and now - last_eval >= config.eval_every_s:
                 self.validate(started)
                 if checkpoint:
@@ -238,21 +234,31 @@ class Trainer:
         if step is not None and self.last_progress.episodes != self.episodes:  # the summary's figures come from the last event
             self.progress("training", started, step.loss, step.mean_reward)
         self.elapsed_before += time.perf_counter() - started
-        self.train_s_before += self.rollout_s + self.update_s
+        self.session_elapsed = 0.0
         if status == "completed" and reason == "stopped by the user":
             status = "stopped"
         return TrainResult(status, reason, self.last_progress, self.history, self.messages)
 
     def record(self, step: Iteration, updates: int) -> None:
-        self.rollout_s += step.rollout_s
-        self.update_s += step.update_s
         finished = len(step.finished_log_returns)
         self.episodes += finished
-        self.session_episodes += finished
         self.env_steps += step.env_steps
+        self.recent_log_returns.extend(step.finished_log_returns.tolist())
+        if self.warmup.pending:
+            self.warmup.add(step, finished, updates)
+            return
+        self.rollout_s += step.rollout_s
+        self.update_s += step.update_s
+        self.session_episodes += finished
         self.session_steps += step.env_steps
         self.session_updates += updates
-        self.recent_log_returns.extend(step.finished_log_returns.tolist())
+
+    def warmed_up(self, started: float) -> None:
+        """Say how long warm-up took (compilation, graph capture) and report training right away."""
+        if self.learner.is_compiled or self.config.cuda_graphs:
+            self.log("info", f"warm-up took {self.warmup.seconds:.1f} s (compilation, graph capture); "
+                             "throughput is measured after it")
+        self.progress("training", started)
 
     def remaining(self, started: float) -> float:
         """The fraction of this run's budget (duration, else episodes) still left; 1 when it has none."""
@@ -332,8 +338,8 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(), "learner": self.learner.state_dict(),
-            "counters": {"episodes": self.episodes, "env_steps": self.env_steps, "elapsed_s": self.elapsed_before,
-                         "train_s": self.train_s_before, "num_envs": self.num_envs},
+            "counters": {"episodes": self.episodes, "env_steps": self.env_steps, "elapsed_s": self.elapsed_before + self.session_elapsed,
+                         "train_s": self.train_s, "warmup_s": self.warmup.total_s, "num_envs": self.num_envs},
             "recent_log_returns": list(self.recent_log_returns), "rng": rng_state(), "history": self.history,
             "best": self.best, "validations": self.validations,
         }
@@ -344,6 +350,7 @@ class Trainer:
         counters = state["counters"]
         self.episodes, self.env_steps = counters["episodes"], counters["env_steps"]
         self.elapsed_before, self.train_s_before = counters["elapsed_s"], counters["train_s"]
+        self.warmup.before_s = counters.get("warmup_s", 0.0)
         self.recent_log_returns.extend(state["recent_log_returns"])
         self.history = list(state.get("history", []))
         self.best = state.get("best")

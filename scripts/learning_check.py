@@ -50,10 +50,10 @@ def main() -> None:
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         outcome = execute_run(load_config(args.preset, {**overrides, "seed": seed}))
-        verdict = {"seed": seed, "run_dir": str(outcome.run_dir), "device": outcome.summary["device_label"],
-                   "env_steps_per_s": outcome.summary["throughput"]["steps_per_s"],
-                   "optimizer_steps": outcome.summary["throughput"]["optimizer_steps"],
-                   "optimizer_steps_per_s": outcome.summary["throughput"]["optimizer_steps_per_s"], **judge(outcome.run_dir, fresh, args.days)}
+        verdict = {"seed": seed, "run_dir": str(outcome.run_dir), "device": outcome.summary.to_json()["device_label"],
+                   "env_steps_per_s": outcome.summary.to_json()["throughput"]["steps_per_s"],
+                   "optimizer_steps": outcome.summary.to_json()["throughput"]["optimizer_steps"],
+                   "optimizer_steps_per_s": outcome.summary.to_json()["throughput"]["optimizer_steps_per_s"], **judge(outcome.run_dir, fresh, args.days)}
         results.append(verdict)
         print(f"seed {seed}: agent {verdict['agent']:6.2f}  rule {verdict['rule']:6.2f}  ratio {verdict['ratio'] or 0:5.2f}  "
               f"beats B&H {verdict['beats_buy_and_hold']}/{len(fresh)}  long {verdict['long']:.0%} short {verdict['short']:.0%}  "

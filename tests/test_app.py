@@ -7,22 +7,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input, Select, Switch
+from textual.widgets import DataTable, Input, Select, Checkbox
 
 from asym_tui.app import AsymApp
 from asym_tui.screens import ComparisonScreen, ConfirmScreen, HistoryScreen
 from asym_tui.widgets import KeyNumber
 from conftest import TINY_RUN
 from engine.config import load_config, save_user_preset
-from engine.trainers import LogMessage, Progress
+from engine.events import LogMessage, Progress, RunSummary
 
 SIZE = (120, 40)
 
 
-def fake_summary(trainer, episodes_per_min, sharpe):
+def fake_summary(trainer, episodes_per_min, sharpe) -> RunSummary:
     metrics = lambda s: {"sharpe": s, "total_return": 0.01, "max_drawdown": -0.05, "sortino": 1.0, "trades": 3,
                          "win_rate": 0.5, "exposure": 0.5, "cagr": 0.1, "volatility": 0.2, "calmar": 1.0}
-    return {"trainer": trainer, "status": "completed", "stop_reason": "duration reached", "device_label": "CPU",
+    return RunSummary.from_json({"trainer": trainer, "status": "completed", "stop_reason": "duration reached", "device_label": "CPU",
             "throughput": {"episodes_per_min": episodes_per_min, "steps_per_s": episodes_per_min * 8, "episodes": 100,
                            "optimizer_steps": int(episodes_per_min), "optimizer_steps_per_s": episodes_per_min / 60},
             "resources": {"utilisation_mean": 50.0, "peak_memory_mb": 500.0}, "final_portfolio": 10_100.0,
@@ -30,13 +30,13 @@ def fake_summary(trainer, episodes_per_min, sharpe):
             "validation": {"agent": metrics(sharpe)},
             "learning": {"time_to_quality_s": 60 / sharpe, "quality_target": 8.0,
                          "validations": [{"elapsed_s": 10.0 * i, "val_score": sharpe * i * 4} for i in range(1, 7)],
-                         "unseen": {"agent_sharpe": sharpe * 10, "trailing_rule_sharpe": 14.0}}}
+                         "unseen": {"agent_sharpe": sharpe * 10, "trailing_rule_sharpe": 14.0}}})
 
 
 @dataclass
 class FakeOutcome:
     run_dir: Path
-    summary: dict
+    summary: RunSummary
 
 
 class FakeRunner:
@@ -51,7 +51,7 @@ class FakeRunner:
         i = 0
         while (self.until_stopped or i < self.events) and not stop.is_set():
             i += 1
-            on_event(Progress(trainer, "training", elapsed_s=i * 6.0, episodes=64 * i, env_steps=32_000 * i, episodes_per_min=1234.0,
+            on_event(Progress(trainer, "training", elapsed_s=i * 6.0, duration_s=120.0, episodes=64 * i, env_steps=32_000 * i, episodes_per_min=1234.0,
                               steps_per_s=9876.0, train_sharpe=1.5, portfolio=10_250.0, macro_updates=i, micro_updates=10 * i,
                               optimizer_steps_per_s=12.5, device_label="CPU", utilisation=42.0, memory_used_mb=2048.0, val_sharpe=0.8, val_score=0.6, val_drawdown=-0.04,
                               val_portfolio=10_300.0))
@@ -82,7 +82,7 @@ async def test_choosing_a_preset_fills_the_controls(tmp_path):
         await pilot.pause()
         assert app.query_one("#num_envs", Input).value == "16"
         assert app.query_one("#duration", Input).value == "60s"
-        assert app.query_one("#amp", Switch).value is False
+        assert app.query_one("#amp", Checkbox).value is False
         app.query_one("#preset", Select).value = "original"
         await pilot.pause()
         assert app.query_one("#trainer", Select).value == "original"
@@ -101,7 +101,7 @@ async def test_toggles_and_num_envs_reach_the_trainer(tmp_path):
         await wait_for(pilot, lambda: runner.configs and not app.running)
         config = runner.configs[0]
         assert (config.use_amp, config.compile_model, config.num_envs, config.duration_s) == (True, True, 24, 120.0)
-        assert config.out_dir == str(tmp_path) and config.preset == "quick"
+        assert config.out_dir == str(tmp_path) and config.preset == "optimized"  # the recommended preset on a CPU
 
 
 @pytest.mark.parametrize("value", ["0", "100000"])
@@ -123,11 +123,10 @@ async def test_progress_shows_in_key_numbers_and_charts_and_no_gpu_shows_cpu(tmp
         app.action_start()
         await wait_for(pilot, lambda: not app.running)
         await pilot.pause(0.4)
-        assert str(app.query_one("#key-episodes-min", KeyNumber).render()) == "1,234"
-        assert app.query_one("#key-device", KeyNumber).border_title == "CPU %"
-        assert str(app.query_one("#key-device", KeyNumber).render()) == "42%"
-        assert str(app.query_one("#key-updates", KeyNumber).render()) == "8:80 · 12.5/s"
-        assert len(app.series["optimized"].minutes) == 8
+        assert app.query_one("#key-episodes-min", KeyNumber).figure == "5,000"  # the finished run's figure
+        assert app.query_one("#key-device", KeyNumber).heading.startswith("CPU %")
+        assert app.query_one("#key-device", KeyNumber).figure == "50%"
+        assert len(app.series["optimized"].seconds) == 8
         assert app.query_one("#chart-device").title == "CPU use (%)"
 
 
@@ -139,6 +138,7 @@ async def test_compare_ends_with_the_comparison_table(tmp_path):
         table = app.screen.query_one(DataTable)
         rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
         assert rows["episodes/min"][1:] == ["100.00", "5,000.00", "optimized"]
+        assert rows["speedup (episodes/min)"][1] == "1.0×"
         assert rows["speedup (episodes/min)"][2] == "50.0×"
         assert set(app.series) == {"original", "optimized"}
 
@@ -169,7 +169,7 @@ async def test_engine_errors_are_notifications_not_crashes(tmp_path):
 def write_fake_run(folder: Path, trainer: str, sharpe: float):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"config": {"trainer": trainer}, "created": folder.name}))
-    (folder / "summary.json").write_text(json.dumps(fake_summary(trainer, 100.0, sharpe)))
+    (folder / "summary.json").write_text(json.dumps(fake_summary(trainer, 100.0, sharpe).to_json()))
 
 
 async def test_history_lists_runs_and_compares_two(tmp_path):
@@ -207,7 +207,7 @@ async def test_real_engine_start_then_stop_leaves_a_valid_run_folder(tmp_path):
         app.action_start()
         await wait_for(pilot, lambda: app.latest is not None and app.latest.episodes >= 16, 60)
         await pilot.pause(0.3)
-        assert str(app.query_one("#key-episodes-min", KeyNumber).render()) != "—"
+        assert app.query_one("#key-episodes-min", KeyNumber).figure != "—"
         await pilot.click("#stop")
         await wait_for(pilot, lambda: not app.running, 60)
     run_dirs = [p.parent for p in (tmp_path / "runs").glob("*/summary.json")]

@@ -13,7 +13,8 @@ import torch
 
 from conftest import TINY_RUN
 from engine.runs import RunError, check_output_dir, execute_run, load_checkpoint
-from engine.trainers import LogMessage, make_trainer
+from engine.events import LogMessage
+from engine.trainers import make_trainer
 
 
 def fail_on_calls(function, calls: set[int], error_factory):
@@ -53,8 +54,8 @@ def test_out_of_memory_is_recorded_in_the_run_folder(tiny_config, tiny_splits, m
         return original_collect(self)
     monkeypatch.setattr(OptimizedTrainer, "collect", flaky)
     outcome = execute_run(tiny_config(num_envs=8, max_episodes=32), splits=tiny_splits)
-    assert any("num_envs halved from 8 to 4" in e["text"] for e in outcome.summary["events"])
-    assert outcome.summary["training"]["num_envs"] == 4
+    assert any("num_envs halved from 8 to 4" in e["text"] for e in outcome.summary.to_json()["events"])
+    assert outcome.summary.to_json()["training"]["num_envs"] == 4
     assert 4 in set(pd.read_csv(outcome.run_dir / "metrics.csv")["num_envs"])
 
 
@@ -65,8 +66,8 @@ def test_out_of_memory_at_the_floor_stops_with_a_message_and_a_valid_folder(tiny
         raise RuntimeError("MPS backend out of memory (injected)")
     monkeypatch.setattr(OptimizedTrainer, "collect", always_oom)
     outcome = execute_run(tiny_config(num_envs=8, min_num_envs=4, max_episodes=32), splits=tiny_splits)
-    assert outcome.summary["status"] == "failed"
-    assert "out of memory even at num_envs=4" in outcome.summary["stop_reason"]
+    assert outcome.summary.to_json()["status"] == "failed"
+    assert "out of memory even at num_envs=4" in outcome.summary.to_json()["stop_reason"]
     assert load_checkpoint(outcome.run_dir)["trainer"]["counters"]["episodes"] == 0
     assert json.loads((outcome.run_dir / "summary.json").read_text())["test"]["agent"]
 
@@ -113,7 +114,7 @@ def test_compile_failing_on_a_later_recompile_falls_back_once(tiny_config, tiny_
     policy = runner.learner.rollout_heads  # called twice per step: call 40 is in the second rollout
     policy.compiled = fail_on_calls(policy.compiled, {40}, lambda: RuntimeError("recompilation failed (injected)"))
     result = runner.run()
-    warnings = [e.text for e in events if isinstance(e, LogMessage)]
+    warnings = [e.text for e in events if isinstance(e, LogMessage) and e.level == "warning"]
     assert result.status == "completed" and runner.episodes >= 48
     assert len(warnings) == 1 and "recompilation failed" in warnings[0]
 

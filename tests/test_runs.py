@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.runs import RUN_FILES, RunError, execute_run, list_runs, load_checkpoint, resume_config
-from engine.trainers import Progress
+from engine.events import Progress
 
 
 def assert_valid_run_folder(run_dir, status):
@@ -41,7 +41,7 @@ def test_stopped_run_leaves_a_valid_checkpoint_and_summary(tiny_config, tiny_spl
     outcome = execute_run(tiny_config(max_episodes=0, duration_s=60), splits=tiny_splits, stop=stop,
                           on_event=lambda e: stop.set() if isinstance(e, Progress) and e.episodes >= 16 else None)
     assert_valid_run_folder(outcome.run_dir, "stopped")
-    assert outcome.summary["throughput"]["episodes"] < 100
+    assert outcome.summary.to_json()["throughput"]["episodes"] < 100
 
 
 @pytest.mark.parametrize("trainer", ["original", "optimized"])
@@ -56,8 +56,8 @@ def test_resume_continues_counters_and_optimizer_state(tiny_config, tiny_splits,
     assert after["counters"]["episodes"] == 32
     assert after["learner"]["micro_updates"] > before["learner"]["micro_updates"]
     assert after["learner"]["micro_optimizer"]["state"][0]["step"] > adam_steps
-    assert second.summary["throughput"]["episodes"] == 32
-    assert any("resumed" in event["text"] for event in second.summary["events"])
+    assert second.summary.to_json()["throughput"]["episodes"] == 32
+    assert any("resumed" in event["text"] for event in second.summary.to_json()["events"])
 
 
 def test_unwritable_output_folder_is_refused_before_training(tiny_config, tmp_path):
@@ -82,7 +82,7 @@ def test_list_runs_finds_run_folders(tiny_config, tiny_splits):
     outcome = execute_run(tiny_config(max_episodes=8, run_name="alpha"), splits=tiny_splits)
     runs = list_runs(outcome.run_dir.parent)
     assert [run["path"].name for run in runs] == ["alpha"]
-    assert runs[0]["summary"]["status"] == "completed"
+    assert runs[0]["summary"].status == "completed"
 
 
 def runner_noise(splits) -> float:
@@ -93,14 +93,14 @@ def runner_noise(splits) -> float:
 
 def test_test_split_uses_the_best_validation_weights(tiny_config, tiny_splits):
     outcome = execute_run(tiny_config(max_episodes=64), splits=tiny_splits)
-    selection = outcome.summary["selected_model"]
+    selection = outcome.summary.to_json()["selected_model"]
     state = load_checkpoint(outcome.run_dir)["trainer"]
     assert selection["weights"] == "best validation score"
     assert selection["val_sharpe"] == state["best"]["val_sharpe"]
     assert selection["val_score"] >= max(v["val_score"] for v in state["validations"]) - 1e-9 - runner_noise(tiny_splits)
-    assert outcome.summary["validation"]["agent"]["sharpe"] == pytest.approx(selection["val_sharpe"])
+    assert outcome.summary.to_json()["validation"]["agent"]["sharpe"] == pytest.approx(selection["val_sharpe"])
     last = execute_run(tiny_config(max_episodes=64, select_best=False), splits=tiny_splits)
-    assert last.summary["selected_model"]["weights"] == "last"
+    assert last.summary.to_json()["selected_model"]["weights"] == "last"
 
 
 def test_duplicates_and_gaps_reach_the_run_log(tiny_config, tmp_path):
@@ -110,7 +110,7 @@ def test_duplicates_and_gaps_reach_the_run_log(tiny_config, tmp_path):
     messy.to_parquet(tmp_path / "messy.parquet")
     events = []
     outcome = execute_run(tiny_config(data=str(tmp_path / "messy.parquet"), max_episodes=8), on_event=events.append)
-    texts = [event["text"] for event in outcome.summary["events"]]
+    texts = [event["text"] for event in outcome.summary.to_json()["events"]]
     assert any("dropped 5 row(s) with duplicated timestamps" in text for text in texts)
     assert any("1 gap(s), 10 missing bar(s), not filled" in text for text in texts)
     assert any("not filled" in getattr(event, "text", "") for event in events)
@@ -118,7 +118,7 @@ def test_duplicates_and_gaps_reach_the_run_log(tiny_config, tmp_path):
 
 def test_summary_records_learning_against_time_and_on_unseen_series(tiny_config, tiny_splits):
     outcome = execute_run(tiny_config(max_episodes=96, eval_every_s=1e-9, unseen_series=1), splits=tiny_splits)
-    learning, throughput = outcome.summary["learning"], outcome.summary["throughput"]
+    learning, throughput = outcome.summary.to_json()["learning"], outcome.summary.to_json()["throughput"]
     validations = learning["validations"]
     assert len(validations) >= 2 and [v["elapsed_s"] for v in validations] == sorted(v["elapsed_s"] for v in validations)
     assert all(v["optimizer_steps"] <= throughput["optimizer_steps"] for v in validations)
@@ -130,7 +130,7 @@ def test_summary_records_learning_against_time_and_on_unseen_series(tiny_config,
     assert unseen["series"][0]["source"] != tiny_config().data
     assert unseen["long"] + unseen["short"] + unseen["flat"] == pytest.approx(1.0)
     assert throughput["optimizer_steps"] > 0 and throughput["optimizer_steps_per_s"] > 0
-    assert outcome.summary["algorithm"] == "ppo"
+    assert outcome.summary.to_json()["algorithm"] == "ppo"
 
 
 def test_tensorboard_events_hold_the_metrics_series(tiny_config, tiny_splits):
@@ -153,9 +153,9 @@ def test_metrics_match_empyrical_on_a_real_equity_curve(tiny_config, tiny_splits
     outcome = execute_run(tiny_config(), splits=tiny_splits)
     equity = pd.read_csv(outcome.run_dir / "equity_test.csv")["buy_and_hold_equity"].to_numpy()  # never flat, unlike a tiny agent
     returns = equity[1:] / equity[:-1] - 1
-    periods = outcome.summary["metric_conventions"]["periods_per_year"]
+    periods = outcome.summary.to_json()["metric_conventions"]["periods_per_year"]
     assert periods == 105_120
-    ours = outcome.summary["test"]["buy_and_hold"]
+    ours = outcome.summary.to_json()["test"]["buy_and_hold"]
     assert ours["sharpe"] == pytest.approx(empyrical.sharpe_ratio(returns, annualization=periods), rel=1e-6)
     assert ours["volatility"] == pytest.approx(empyrical.annual_volatility(returns, annualization=periods), rel=1e-6)
     assert ours["max_drawdown"] == pytest.approx(empyrical.max_drawdown(returns), rel=1e-6)

@@ -6,7 +6,8 @@ import torch
 from engine.evaluation import agent_backtest
 from engine.features import prepare_splits
 from engine.learners import discounted_returns, sample_actions
-from engine.trainers import LogMessage, OptimizedTrainer, make_trainer
+from engine.events import LogMessage
+from engine.trainers import OptimizedTrainer, make_trainer
 
 
 def test_discounted_returns_match_the_definition():

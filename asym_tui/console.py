@@ -1,0 +1,135 @@
+"""Headless output of the command line: the console, the progress bar, a finished run and a comparison.
+
+Tables come from asym_tui.tables, as in the app; this module only decides what is printed where."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.text import Text
+
+from asym_tui.tables import clock, comparison_table, metrics_table, number
+from engine.compare import speedup
+from engine.events import LogMessage, Progress, RunSummary
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for results: the terminal's width, or a wide one when piped (tables are never cut to 80)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() or os.environ.get("COLUMNS") else 200)
+
+
+def print_json(value) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def stage_text(event: Progress, trainers: list[str]) -> str:
+    """"1 of 2: original" during a comparison, else the trainer's name."""
+    if len(trainers) > 1 and event.trainer in trainers:
+        return f"{trainers.index(event.trainer) + 1} of {len(trainers)}: {event.trainer}"
+    return event.trainer
+
+
+def progress_status(event: Progress) -> str:
+    """One line of what a run is doing: phase, time used and left, throughput, learning."""
+    timing = f"{clock(event.elapsed_s)} of {clock(event.duration_s)}, {clock(event.remaining_s)} left" if event.duration_s \
+        else f"{clock(event.elapsed_s)}"
+    if event.phase in ("compiling", "warming up", "starting"):
+        return f"{event.phase} · {timing}"
+    status = (f"{event.phase} · {timing} · {event.episodes:,} eps · {event.steps_per_s:,.0f} steps/s · "
+              f"{event.optimizer_steps_per_s:,.1f} updates/s · train Sharpe {event.train_sharpe:.2f}")
+    return status + (f" · val score {event.val_score:.2f}" if event.val_score is not None else "")
+
+
+@contextmanager
+def progress_display(console: Console, quiet: bool, trainers: list[str]):
+    """A rich progress bar per run (time-based, or episode-based with a budget); yields the event callback."""
+    from rich.progress import BarColumn, Progress as Bar, TextColumn
+
+    if quiet:
+        yield lambda event: console.print(f"[yellow]{event.level}:[/] {event.text}", highlight=False) \
+            if isinstance(event, LogMessage) else None
+        return
+    bar = Bar(TextColumn("[bold]{task.fields[stage]}"), BarColumn(bar_width=20), TextColumn("{task.percentage:>3.0f}%"),
+              TextColumn("{task.fields[status]}"), console=console, refresh_per_second=4)
+    tasks: dict[str, int] = {}
+
+    def on_event(event) -> None:
+        if isinstance(event, LogMessage):
+            bar.console.print(f"[yellow]{event.level}:[/] {event.text}", highlight=False)
+            return
+        if event.trainer not in tasks:
+            tasks[event.trainer] = bar.add_task("", total=100, stage=stage_text(event, trainers), status="")
+        done = event.done_fraction
+        bar.update(tasks[event.trainer], completed=100 * (done or 0.0), status=progress_status(event))
+
+    with bar:
+        yield on_event
+
+
+def headline(outcome) -> dict:
+    """What a script wants from a finished run: where it is and its figures (the rest is in summary.json)."""
+    summary: RunSummary = outcome.summary
+    unseen = {key: value for key, value in (summary.unseen or {}).items() if key != "series"}
+    return {"run_dir": str(outcome.run_dir), "status": summary.status, "stop_reason": summary.stop_reason, "trainer": summary.trainer,
+            "algorithm": summary.algorithm, "seed": summary.seed, "throughput": summary.to_json()["throughput"],
+            "test": summary.test or None, "selected_model": summary.selected_model, "unseen": unseen or None,
+            "time_to_quality_s": summary.learning.time_to_quality_s}
+
+
+def comparison_json(original: RunSummary, optimized: RunSummary) -> dict:
+    from engine.compare import comparison_rows
+
+    rows = [{"metric": row.metric, "original": row.original, "optimized": row.optimized, "winner": row.winner}
+            for row in comparison_rows(original, optimized)]
+    return {"rows": rows, "speedup": speedup(original, optimized),
+            "validations": {summary.trainer: summary.learning.validations for summary in (original, optimized)}}
+
+
+def print_run_summary(console: Console, outcome) -> None:
+    summary: RunSummary = outcome.summary
+    throughput, training = summary.throughput, summary.training
+    console.print(f"[bold]{summary.trainer}[/] run {summary.status} ({summary.stop_reason})", highlight=False)
+    console.print(f"  {summary.algorithm}: {throughput.episodes:,} episodes, {throughput.env_steps:,} env-steps in "
+                  f"{throughput.train_s:.1f} s of training ({number(throughput.steps_per_s, '{:,.0f}')} steps/s, "
+                  f"{number(throughput.optimizer_steps_per_s, '{:,.1f}')} optimizer steps/s; warm-up {throughput.warmup_s:.1f} s "
+                  f"not counted); updates macro:micro {training.get('macro_updates')}:{training.get('micro_updates')}", highlight=False)
+    if summary.test:
+        console.print(metrics_table(summary.test, "Test split (greedy agent vs baselines)", console.width))
+    unseen = summary.unseen
+    if unseen:
+        console.print(f"  unseen series ({len(unseen['series'])}): agent Sharpe {unseen['agent_sharpe']:.2f} · trailing rule "
+                      f"{unseen['trailing_rule_sharpe']:.2f} · buy-and-hold {unseen['buy_and_hold_sharpe']:.2f} · "
+                      f"beats buy-and-hold on {unseen['beats_buy_and_hold']} · long {unseen['long']:.0%} / short {unseen['short']:.0%}",
+                      highlight=False)
+    console.print(f"Run folder: {outcome.run_dir}", highlight=False, soft_wrap=True)
+
+
+def print_comparison(console: Console, original: RunSummary, optimized: RunSummary) -> None:
+    console.print(comparison_table(original, optimized, console.width))
+    chart = quality_chart(original, optimized, width=min(console.width, 100))
+    if chart:
+        console.print(Text.from_ansi(chart))
+
+
+def quality_chart(original: RunSummary, optimized: RunSummary, width: int = 80) -> str:
+    """Validation score against wall time for both runs on one plotext chart (time-to-quality)."""
+    import plotext as plt
+
+    curves = [(summary.trainer, summary.learning.validations) for summary in (original, optimized)]
+    if not any(validations for _, validations in curves):
+        return ""
+    plt.clear_figure()
+    plt.plotsize(width, 16)
+    plt.title("validation score (validation and its mirror) against wall time")
+    plt.xlabel("seconds")
+    for name, validations in curves:
+        if validations:
+            plt.plot([v["elapsed_s"] for v in validations], [v["val_score"] for v in validations], label=name, marker="braille")
+    if optimized.learning.quality_target:
+        plt.hline(optimized.learning.quality_target)
+    return plt.build()
