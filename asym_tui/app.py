@@ -72,7 +72,7 @@ class AsymApp(App):
         Binding("x", "stop", "Stop", id="stop"),
         Binding("c", "compare", "Compare", id="compare"),
         Binding("h", "history", "History", id="history"),
-        Binding("p", "save_preset", "Save", id="save_preset", tooltip="save the settings as a preset"),
+        Binding("p", "save_preset", "Save the settings as a preset", id="save_preset", show=False),
         Binding("d", "doctor", "Doctor", id="doctor"),
         Binding("1", "toggle('controls')", "Show/hide controls", id="toggle_controls", show=False),
         Binding("2", "toggle('numbers')", "Show/hide numbers", id="toggle_numbers", show=False),
@@ -98,12 +98,14 @@ class AsymApp(App):
         self.run_dirs: list[Path] = []  # every run folder this session wrote, printed on exit
         self.trainers: list[str] = []  # the runs of the current launch, in order ("1 of 2")
         self.phase, self.phase_since = "ready", time.monotonic()
+        self.clock = datetime.now  # log timestamps (snapshot tests fix it)
+        self.filled_preset = ""
 
     # --- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="body"):
-            yield ControlPanel(list(preset_paths()), self.device.type, id="controls")
+            yield ControlPanel(list(preset_paths()), self.device.type, self.chosen_preset(), id="controls")
             with Vertical(id="main"):
                 yield StatusLine(id="status")
                 yield KeyNumbers(id="numbers")
@@ -112,17 +114,19 @@ class AsymApp(App):
         yield Static(id="too-small")
         yield Footer()
 
+    def chosen_preset(self) -> str:
+        """The preset the app opens with: the one asked for, else the one recommended for this machine."""
+        from engine.doctor import recommended_preset
+
+        presets = preset_paths()
+        wanted = self.initial_preset or recommended_preset(self.device)
+        return wanted if wanted in presets else next(iter(presets))
+
     def on_mount(self) -> None:
         from engine.doctor import recommended_preset
 
-        recommended = recommended_preset(self.device)
-        self.sub_title = f"{self.device.type} · recommended preset: {recommended} · ? help"
-        presets = preset_paths()
-        select = self.query_one("#preset", Select)
-        wanted = self.initial_preset or recommended
-        with select.prevent(Select.Changed):  # filled here, not again later over what the user typed
-            select.value = wanted if wanted in presets else next(iter(presets))
-        self.fill_controls(str(select.value))
+        self.sub_title = f"{self.device.type} · recommended preset: {recommended_preset(self.device)} · ? help"
+        self.fill_controls(self.chosen_preset())
         self.query_one(KeyNumbers).show(None)
         self.query_one(ChartGrid).draw({}, "GPU" if self.device.type != "cpu" else "CPU")
         self.query_one("#log", RichLog).border_title = "4 log · l: expand"
@@ -131,6 +135,9 @@ class AsymApp(App):
                       "[b]c[/b] to compare original vs optimized, [b]h[/b] for history, [b]?[/b] for every key.")
         self.fit_to_size()
         self.set_interval(REDRAW_SECONDS, self.redraw)
+
+    def on_unmount(self) -> None:
+        self.stop_event.set()  # however the app ends, a run in its thread stops and saves
 
     def on_resize(self) -> None:
         self.fit_to_size()
@@ -150,7 +157,7 @@ class AsymApp(App):
     # --- controls ------------------------------------------------------------------------------
     @on(Select.Changed, "#preset")
     def preset_chosen(self, event: Select.Changed) -> None:
-        if event.value is not Select.BLANK:
+        if event.value is not Select.BLANK and event.value != self.filled_preset:
             self.fill_controls(str(event.value))
 
     def fill_controls(self, preset: str) -> None:
@@ -160,6 +167,7 @@ class AsymApp(App):
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
             return
+        self.filled_preset = preset
         self.query_one("#trainer", Select).value = config.trainer
         self.query_one("#algorithm", Select).value = config.algorithm
         self.query_one("#amp", Checkbox).value = config.use_amp
@@ -414,5 +422,5 @@ class AsymApp(App):
         self.query_one("#stop", Button).disabled = not running
 
     def log_line(self, text: str) -> None:
-        self.query_one("#log", RichLog).write(f"[dim]{datetime.now():%H:%M:%S}[/] {text}")
+        self.query_one("#log", RichLog).write(f"[dim]{self.clock():%H:%M:%S}[/] {text}")
 

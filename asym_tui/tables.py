@@ -57,8 +57,11 @@ def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, show_edge=False) if narrow else \
         Table(title=title)
     for index in shown:
-        is_left = columns[index] in left or index == 0
-        table.add_column(columns[index], justify="left" if is_left else "right", no_wrap=not is_left)
+        if columns[index] in left or index == 0:  # text: wraps between words, never narrower than its longest word
+            longest = max((len(word) for row in rows for word in str(row[index]).split()), default=0)
+            table.add_column(columns[index], justify="left", min_width=max(longest, len(columns[index])))
+        else:
+            table.add_column(columns[index], justify="right", no_wrap=True)
     for row in rows:
         table.add_row(*(row[index] for index in shown))
     return table
@@ -100,7 +103,7 @@ def history_cells(name: str, trainer: str, summary: RunSummary, marked: bool) ->
 
 SWEEP_FIXED = ("rank", "trial")
 SWEEP_FIGURES = ("seed", "status", "episodes/min", "steps/s", "val score", "val Sharpe", "test Sharpe", "test max DD", "test return")
-SWEEP_NARROW = ("rank", "trial", "seed", "status", "val score", "test Sharpe", "test return")
+SWEEP_NARROW = ("trial", "status", "val score", "test Sharpe", "test return")  # rows stay in rank order
 
 
 def sweep_table(rows: list[dict], axes: list[str], title: str, width: int = 200) -> Table:

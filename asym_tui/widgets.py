@@ -44,9 +44,9 @@ class ControlPanel(Vertical):
     """Start and Stop always in view; below them preset (with its description), trainer, algorithm, AMP,
     compile, num_envs, duration and data source."""
 
-    def __init__(self, presets: list[str], device_type: str, **kwargs):
+    def __init__(self, presets: list[str], device_type: str, selected: str, **kwargs):
         super().__init__(**kwargs)
-        self.presets, self.device_type = presets, device_type
+        self.presets, self.device_type, self.selected = presets, device_type, selected
         self.border_title = "1 controls"
 
     def compose(self) -> ComposeResult:
@@ -55,7 +55,7 @@ class ControlPanel(Vertical):
             yield Button("Stop", id="stop", variant="error", disabled=True, tooltip="x")
         with VerticalScroll(id="fields"):
             yield Label("Preset")
-            yield Select([(name, name) for name in self.presets], id="preset", allow_blank=False, compact=True)
+            yield Select([(name, name) for name in self.presets], id="preset", allow_blank=False, compact=True, value=self.selected)
             yield Static(id="preset-description")
             yield Label("Trainer")
             yield Select(TRAINER_CHOICES, id="trainer", allow_blank=False, value="optimized", compact=True)
@@ -211,6 +211,7 @@ class Chart(PlotextPlot):
         super().__init__(**kwargs)
         self.ylabel, self.xlabel = ylabel, xlabel
         self.title = title
+        self.drawn: dict[str, list[tuple[float, float]]] = {}  # what the last draw plotted, by line
 
     @property
     def title(self) -> str:
@@ -229,11 +230,12 @@ class Chart(PlotextPlot):
         in_minutes = self.xlabel == "time" and max([*(max(xs, default=0) for _, xs, _ in lines), xmax or 0]) > 300
         scale = 60.0 if in_minutes else 1.0
         plt.xlabel(("minutes" if in_minutes else "seconds") if self.xlabel == "time" else self.xlabel)
-        legend = []
+        legend, self.drawn = [], {}
         for index, (label, xs, ys) in enumerate(lines):
             points = [(x / scale, y) for x, y in zip(xs, ys) if y is not None and not math.isnan(y) and not (log_y and y <= 0)]
             if not points:
                 continue
+            self.drawn[label] = points
             colour = line_colour(label, index)
             plt.plot([p[0] for p in points], [p[1] for p in points], marker="braille", color=colour)
             legend.append(f"[{colour}]━ {label}[/]")
@@ -262,10 +264,6 @@ class ChartGrid(Grid):
 
     CHARTS = (("throughput", "Throughput (episodes/min)", "eps/min"), ("sharpe", "Sharpe (train; val score)", "Sharpe"),
               ("device", "CPU use (%)", "%"), ("portfolio", "Portfolio value ($)", "$"))
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.border_title = "3 charts"
 
     def compose(self) -> ComposeResult:
         for chart_id, title, ylabel in self.CHARTS:

@@ -54,6 +54,13 @@ def num_envs_limit(device_type: str) -> int:
     return NUM_ENVS_LIMIT.get(device_type, NUM_ENVS_LIMIT["cpu"])
 
 
+def check_num_envs(num_envs: int, device_name: str) -> None:
+    """Refuse more parallel episodes than the run's device takes, before any data is loaded."""
+    device_type = resolve_device(device_name)[0].type
+    if num_envs > num_envs_limit(device_type):
+        raise ConfigError(f"num_envs {num_envs:,} is more than {device_type} takes (1–{num_envs_limit(device_type):,})")
+
+
 @dataclass
 class Reading:
     """One sample of this process's use of its device; None means N/A."""

@@ -40,6 +40,7 @@ from engine.events import Learning, Resources, RunSummary, Throughput
 from engine.evaluation import evaluate_split, rule_validation_score, source_features, unseen_report, unseen_sources
 from engine.features import MarketSplits, Normalizer, prepare_splits, split_by_time
 from engine.metrics import periods_per_year
+from engine.monitor import check_num_envs
 from engine.model import AsymmetricPolicyNetwork, ModelShape, layer_counts, parameter_counts
 from engine.trainers import Trainer, TrainResult, make_trainer
 
@@ -175,6 +176,8 @@ def execute_run(config: RunConfig, on_event=None, stop: threading.Event | None =
     """Load data, train, evaluate on validation and test next to the baselines, write the run folder."""
     run_dir = Path(resume_dir) if resume_dir else None
     checked = check_output_dir(run_dir or config.out_dir)  # before loading data or training
+    if config.trainer == "optimized":
+        check_num_envs(config.num_envs, config.device)
     lock = lock_run_dir(run_dir) if run_dir else None
     board = TensorBoardLog(False)
     try:

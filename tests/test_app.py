@@ -40,22 +40,26 @@ class FakeOutcome:
 
 
 class FakeRunner:
-    """Emits progress until its event budget or the stop signal; records the configs it receives."""
+    """Emits progress until its event budget or the stop signal; records the configs it receives. With
+    `hold`, it emits its events, then waits for the stop signal (a run frozen mid-way, for snapshots)."""
 
-    def __init__(self, events: int = 5, until_stopped: bool = False):
-        self.events, self.until_stopped, self.configs = events, until_stopped, []
-        self.started = threading.Event()
+    def __init__(self, events: int = 5, until_stopped: bool = False, hold: bool = False, phase: str = "training"):
+        self.events, self.until_stopped, self.hold, self.phase, self.configs = events, until_stopped, hold, phase, []
+        self.started, self.emitted = threading.Event(), threading.Event()
 
     def _emit(self, trainer, on_event, stop):
         self.started.set()
         i = 0
         while (self.until_stopped or i < self.events) and not stop.is_set():
             i += 1
-            on_event(Progress(trainer, "training", elapsed_s=i * 6.0, duration_s=120.0, episodes=64 * i, env_steps=32_000 * i, episodes_per_min=1234.0,
+            on_event(Progress(trainer, self.phase, elapsed_s=i * 6.0, duration_s=120.0, episodes=64 * i, env_steps=32_000 * i, episodes_per_min=1234.0,
                               steps_per_s=9876.0, train_sharpe=1.5, portfolio=10_250.0, macro_updates=i, micro_updates=10 * i,
                               optimizer_steps_per_s=12.5, device_label="CPU", utilisation=42.0, memory_used_mb=2048.0, val_sharpe=0.8, val_score=0.6, val_drawdown=-0.04,
                               val_portfolio=10_300.0))
             time.sleep(0.01)
+        self.emitted.set()
+        if self.hold:
+            stop.wait(timeout=20)  # a frozen run still ends if nobody stops it
         on_event(LogMessage("warning", "fake warning from the engine"))
         return FakeOutcome(Path("runs/fake"), fake_summary(trainer, 100.0 if trainer == "original" else 5000.0, 1.0))
 

@@ -303,3 +303,9 @@ def test_resume_keeps_the_trainer_and_eval_refuses_a_model_for_other_features(fi
     state["model_shape"]["macro_dim"] += 3
     torch.save(state, tmp_path / "other.pt")
     exits_2(capsys, "eval", str(tmp_path / "other.pt"), "--data", "synthetic:days=6,seed=1", expect="the model reads 87 features")
+
+
+def test_cli_refuses_more_envs_than_the_device_takes_like_the_app(tmp_path, capsys):
+    assert main(["train", "--num-envs", "100000", "--device", "cpu", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "num_envs 100,000 is more than cpu takes (1–4,096)" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

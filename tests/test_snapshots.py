@@ -1,14 +1,43 @@
-"""Snapshot tests of the main screens (SVG under tests/__snapshots__; update with --snapshot-update)."""
+"""Snapshot tests of the main screen mid-run and after a finished run at 80×24, 100×30 and 160×50, and of
+the comparison screen (SVG under tests/__snapshots__; update with --snapshot-update, then look at them)."""
+
+from datetime import datetime
+
+import pytest
 
 from asym_tui.app import AsymApp
 from asym_tui.screens import ComparisonScreen
-from test_app import FakeRunner, fake_summary
+from test_app import FakeRunner, fake_summary, wait_for
 
-SIZE = (120, 40)
+SIZES = [(80, 24), (100, 30), (160, 50)]
 
 
-def test_main_screen(snap_compare, tmp_path):
-    assert snap_compare(AsymApp(runner=FakeRunner(), out_dir=str(tmp_path)), terminal_size=SIZE)
+def make_app(tmp_path, runner) -> AsymApp:
+    app = AsymApp(runner=runner, out_dir=str(tmp_path))
+    app.clock = lambda: datetime(2026, 1, 1, 12, 0, 0)  # fixed log timestamps
+    return app
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_main_screen_mid_run(snap_compare, tmp_path, size):
+    runner = FakeRunner(events=8, hold=True)
+
+    async def mid_run(pilot):
+        pilot.app.action_start()
+        await wait_for(pilot, runner.emitted.is_set)
+        await pilot.pause(0.6)
+
+    assert snap_compare(make_app(tmp_path, runner), terminal_size=size, run_before=mid_run)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_main_screen_after_a_finished_run(snap_compare, tmp_path, size):
+    async def finished(pilot):
+        pilot.app.action_start()
+        await wait_for(pilot, lambda: pilot.app.finished)
+        await pilot.pause(0.6)
+
+    assert snap_compare(make_app(tmp_path, FakeRunner(events=8)), terminal_size=size, run_before=finished)
 
 
 def test_comparison_screen(snap_compare, tmp_path):
@@ -16,4 +45,4 @@ def test_comparison_screen(snap_compare, tmp_path):
         pilot.app.push_screen(ComparisonScreen(fake_summary("original", 100.0, 0.4), fake_summary("optimized", 5000.0, 1.2)))
         await pilot.pause()
 
-    assert snap_compare(AsymApp(runner=FakeRunner(), out_dir=str(tmp_path)), terminal_size=SIZE, run_before=show_table)
+    assert snap_compare(make_app(tmp_path, FakeRunner()), terminal_size=(120, 40), run_before=show_table)
