@@ -8,17 +8,16 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from asym_tui.console import comparison_json, headline, make_console, print_comparison, print_json, print_run_summary, progress_display
-from asym_tui.tables import bench_table, doctor_table, metrics_table, sweep_table
-from engine.config import ConfigError, load_config, parse_duration
+from asym_tui.info import cmd_data_inspect, cmd_doctor, cmd_presets_list, cmd_presets_show
+from asym_tui.tables import bench_table, metrics_table, sweep_table
+from engine.config import load_config, parse_duration
 from engine.errors import UserError
 from engine.runs import VERSION
 
@@ -253,7 +252,7 @@ def cmd_compare(args) -> int:
 def cmd_eval(args) -> int:
     import json
 
-    from engine.runs import evaluate_checkpoint
+    from engine.checkpoints import evaluate_checkpoint
 
     split = args.split or ("all" if args.data else "test")
     report = evaluate_checkpoint(args.checkpoint, args.data, split, args.last)
@@ -344,61 +343,6 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_doctor(args) -> int:
-    import json
-
-    from engine.doctor import diagnose
-
-    facts = diagnose(probe=not args.no_probes)
-    if args.json:
-        print(json.dumps(facts, indent=2))
-        return 0
-    make_console().print(doctor_table(facts))
-    return 0
-
-
-def cmd_presets_list(args) -> int:
-    from engine.config import preset_description, preset_paths
-
-    table = Table(title="Presets")
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    table.add_column("file", style="dim")
-    for name, path in preset_paths().items():
-        try:
-            description = preset_description(name)
-        except ConfigError as exc:
-            description = f"[red]unreadable: {exc}[/]"
-        table.add_row(name, description, str(path))
-    make_console().print(table)
-    return 0
-
-
-def cmd_presets_show(args) -> int:
-    from engine.config import field_docs, read_preset
-    from engine.model import AsymmetricPolicyNetwork, layer_counts, parameter_counts
-
-    values = read_preset(args.name)
-    config = load_config(args.name)
-    docs = field_docs()
-    table = Table(title=f"Preset {args.name}")
-    for column in ("key", "value", "meaning"):
-        table.add_column(column)
-    for key, value in config.to_dict().items():
-        style = "bold" if key in values else "dim"
-        table.add_row(f"[{style}]{key}[/]", f"[{style}]{value}[/]", docs.get(key, ""))
-    console = make_console()
-    console.print(table)
-    model = AsymmetricPolicyNetwork()
-    layers, parameters = layer_counts(model), parameter_counts(model)
-    console.print(f"Model: MacroNet {layers['macro']} Linear layers ({parameters['macro']:,} parameters), "
-                  f"MicroNet {layers['micro']} ({parameters['micro']:,}), head {layers['head']} ({parameters['head']:,}): "
-                  f"policy {parameters['policy']:,}; value head {layers['value']} ({parameters['value']:,}); "
-                  f"total {parameters['total']:,} trainable parameters", highlight=False)
-    console.print("[dim]bold = set by the preset; dim = default[/]")
-    return 0
-
-
 def run_app(args) -> int:
     from asym_tui.app import AsymApp
 
@@ -406,69 +350,6 @@ def run_app(args) -> int:
     app.run()
     if app.run_dirs:
         make_console().print("Runs saved this session:\n" + "\n".join(f"  {path}" for path in app.run_dirs), highlight=False)
-    return 0
-
-
-def cmd_data_inspect(args) -> int:
-    from engine.data import MAX_GAP_BARS, load_candles, segments, summarize
-    from engine.features import feature_names, prepare_splits
-
-    if args.micro_window < 2 or args.macro_window < args.micro_window:
-        raise UsageError(f"data inspect: need 2 <= --micro-window <= --macro-window, got {args.micro_window} and {args.macro_window}")
-    console = make_console()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        candles = load_candles(args.source)
-    started = time.perf_counter()
-    splits = prepare_splits(candles, args.macro_window, args.micro_window)
-    featurize_seconds = time.perf_counter() - started
-    summary = summarize(candles)
-    table = Table(title=f"Data source: {summary.source}", show_header=False)
-    rows = [
-        ("rows", f"{summary.rows:,}"),
-        ("time range (UTC)", f"{summary.start:%Y-%m-%d %H:%M} → {summary.end:%Y-%m-%d %H:%M}"),
-        ("timeframe (inferred)", str(summary.timeframe)),
-        ("gaps", f"{summary.gaps:,} ({summary.missing_bars:,} missing bars, not filled)"),
-        ("duplicates dropped", f"{summary.duplicates_dropped:,}"),
-        ("price range", f"{summary.price_min:,.2f} – {summary.price_max:,.2f}"),
-        ("feature dimensions", f"macro {splits.train.macro.shape[1]} + micro {splits.train.micro.shape[1]} "
-                               f"({len(feature_names())} per window: mean/std/last of 14 indicators)"),
-        ("windows", f"macro {args.macro_window} bars, micro {args.micro_window} bars"),
-        ("splits (rows)", " / ".join(f"{name} {len(splits[name]):,}" for name in ("train", "validation", "test"))),
-        ("featurization", f"{featurize_seconds:.2f} s ({len(candles) / featurize_seconds:,.0f} bars/s)"),
-    ]
-    pieces = segments(candles)
-    if args.json:
-        print_json({**{key: value for key, value in vars(summary).items()}, "timeframe_s": summary.timeframe.total_seconds(),
-                    "series": sorted(candles["series"].unique()) if "series" in candles else None,
-                    "segments": [{"series": str(candles["series"].iloc[p.start]) if "series" in candles else None,
-                                  "start": str(candles["timestamp"].iloc[p.start]), "end": str(candles["timestamp"].iloc[p.stop - 1]),
-                                  "bars": p.stop - p.start} for p in pieces],
-                    "features": {"macro": splits.train.macro.shape[1], "micro": splits.train.micro.shape[1]},
-                    "splits": {name: len(splits[name]) for name in ("train", "validation", "test")},
-                    "featurize_s": featurize_seconds, "warnings": [str(w.message) for w in caught], "notes": list(splits.notes)})
-        return 0
-    if "series" in candles:
-        rows.insert(1, ("series", ", ".join(sorted(candles["series"].unique()))))
-    rows.insert(4, ("segments", f"{len(pieces):,} continuous (cut where the series changes or over {MAX_GAP_BARS} bars are missing)"))
-    for key, value in rows:
-        table.add_row(key, value)
-    console.print(table)
-    if len(pieces) > 1:
-        listing = Table(title="Segments (episodes never cross from one to the next)")
-        for column in ("#", "series", "from", "to", "bars"):
-            listing.add_column(column, justify="right" if column in ("#", "bars") else "left")
-        for number, piece in enumerate(pieces[:30], 1):
-            part = candles.iloc[piece]
-            listing.add_row(str(number), str(part["series"].iloc[0]) if "series" in part else "—",
-                            f"{part['timestamp'].iloc[0]:%Y-%m-%d %H:%M}", f"{part['timestamp'].iloc[-1]:%Y-%m-%d %H:%M}", f"{len(part):,}")
-        console.print(listing)
-        if len(pieces) > 30:
-            console.print(f"[dim]… and {len(pieces) - 30:,} more[/]")
-    for note in splits.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    for warning in caught:
-        console.print(f"[yellow]warning:[/] {warning.message}")
     return 0
 
 

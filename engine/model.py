@@ -71,7 +71,16 @@ def _dense(inputs: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, outputs), BatchNorm(outputs), nn.ReLU())
 
 
-class MacroNet(nn.Module):
+class LayerStack(nn.Module):
+    """A network that is one `layers` sequence (its state-dict keys keep the `layers.` prefix)."""
+
+    layers: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class MacroNet(LayerStack):
     """37 Linear layers: input projection, 35 residual hidden layers, embedding projection."""
 
     def __init__(self, shape: ModelShape):
@@ -80,11 +89,8 @@ class MacroNet(nn.Module):
         hidden = [ResidualBlock(width) for _ in range(MACRO_LINEAR_LAYERS - 2)]
         self.layers = nn.Sequential(_dense(shape.macro_dim, width), *hidden, nn.Linear(width, shape.macro_embedding))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
-
-class MicroNet(nn.Module):
+class MicroNet(LayerStack):
     """10 Linear layers: 9 dense hidden layers and an output projection."""
 
     def __init__(self, shape: ModelShape):
@@ -93,11 +99,8 @@ class MicroNet(nn.Module):
         hidden = [_dense(shape.micro_dim if i == 0 else width, width) for i in range(MICRO_LINEAR_LAYERS - 1)]
         self.layers = nn.Sequential(*hidden, nn.Linear(width, shape.micro_output))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
-
-class DecisionHead(nn.Module):
+class DecisionHead(LayerStack):
     """4 Linear layers from [macro embedding, micro output, exposure level, equity ratio] to 3 logits."""
 
     def __init__(self, shape: ModelShape):
@@ -108,9 +111,6 @@ class DecisionHead(nn.Module):
         with torch.no_grad():  # a near-uniform first policy, whatever the features say
             self.layers[-1].weight.mul_(LOGIT_INIT_SCALE)
             self.layers[-1].bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
 
 class ValueHead(nn.Module):

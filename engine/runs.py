@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import importlib.metadata
-import io
 import json
 import math
 import os
-import pickle
 import platform
 import shutil
 import threading
@@ -37,18 +34,15 @@ from engine.data import MAX_GAP_BARS, load_candles
 from engine.errors import RunError
 from engine.files import WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from engine.events import Learning, Resources, RunSummary, Throughput
-from engine.evaluation import evaluate_split, rule_validation_score, source_features, unseen_report, unseen_sources
-from engine.features import MarketSplits, Normalizer, prepare_splits, split_by_time
+from engine.evaluation import evaluate_split, rule_validation_score, unseen_report, unseen_sources
+from engine.features import MarketSplits, Normalizer, prepare_splits
 from engine.metrics import periods_per_year
+from engine.model import layer_counts, parameter_counts
 from engine.monitor import check_num_envs
-from engine.model import AsymmetricPolicyNetwork, ModelShape, layer_counts, parameter_counts
-from engine.trainers import Trainer, TrainResult, make_trainer
+from engine.loop import Trainer, TrainResult
+from engine.trainers import make_trainer
+from engine.checkpoints import VERSION, load_checkpoint, save_checkpoint
 
-try:
-    VERSION = importlib.metadata.version("asym-tui")  # one source of truth: the package metadata
-except importlib.metadata.PackageNotFoundError:  # running from a checkout that was never installed
-    VERSION = "0+unknown"
-CHECKPOINT_FORMAT = 2  # 2: plain data only (loadable with weights_only), PPO state
 MIN_FREE_BYTES = 50 * 2**20
 QUALITY_FRACTION = 0.5  # time-to-quality: first validation score at this fraction of the trailing rule's
 RUN_FILES = ("config.json", "metrics.csv", "summary.json", "checkpoint.pt", "equity_test.csv", "report.png")
@@ -92,46 +86,6 @@ def new_run_dir(parent: Path, config: RunConfig) -> Path:
         candidate, suffix = parent / f"{base}-{suffix}", suffix + 1
     candidate.mkdir(parents=True)
     return candidate
-
-
-# --- checkpoints ---------------------------------------------------------------------------------------
-
-CHECKPOINT_KEYS = ("format", "config", "normalizer", "model_shape", "trainer")
-TRAINER_KEYS = ("model", "learner", "counters", "rng")
-
-
-def save_checkpoint(path: Path, trainer: Trainer, normalizer: Normalizer) -> None:
-    state = {"format": CHECKPOINT_FORMAT, "version": VERSION, "config": trainer.config.to_dict(), "bar_seconds": trainer.splits.bar_seconds,
-             "normalizer": normalizer.state_dict(), "model_shape": dataclasses.asdict(trainer.model.shape),
-             "trainer": trainer.state_dict()}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise RunError(f"{path}: no checkpoint there")
-    try:
-        # Tensors and plain Python values only: a pickle that would run code is refused, never executed.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise RunError(f"{path}: refused — it holds objects other than tensors and plain values "
-                       "(a checkpoint that could run code when loaded)") from exc
-    except Exception as exc:
-        raise RunError(f"{path}: not a readable asym-tui checkpoint (corrupted or truncated: {type(exc).__name__})") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("version", "unknown") if isinstance(state, dict) else "unknown"
-        raise RunError(f"{path}: checkpoint from asym-tui version {found} (format {state.get('format') if isinstance(state, dict) else '?'}); "
-                       f"this version {VERSION} reads format {CHECKPOINT_FORMAT}")
-    missing = [key for key in CHECKPOINT_KEYS if key not in state]
-    missing += [f"trainer.{key}" for key in TRAINER_KEYS if key not in (state.get("trainer") or {})]
-    if missing:
-        raise RunError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
-    return state
 
 
 # --- one run, start to finish ------------------------------------------------------------------------
@@ -431,39 +385,3 @@ def list_runs(out_dir: str | Path) -> list[dict]:
     return sorted(runs, key=lambda run: run["created"], reverse=True)
 
 
-def checkpoint_model(state: dict, last: bool = False) -> tuple[AsymmetricPolicyNetwork, str]:
-    """The network a checkpoint holds: the weights selection chose (default) or the last ones."""
-    model = AsymmetricPolicyNetwork(ModelShape(**state["model_shape"]))
-    best = state["trainer"].get("best")
-    use_best = best is not None and state["config"].get("select_best", True) and not last
-    try:
-        model.load_state_dict(best["model"] if use_best else state["trainer"]["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise RunError(f"the checkpoint's weights do not fit its model shape ({str(exc).splitlines()[0][:160]})") from exc
-    weights = f"weights chosen on validation (after {best['episodes']:,} episodes)" if use_best else "last weights"
-    return model.eval(), weights
-
-
-def evaluate_checkpoint(checkpoint: str | Path, source: str | None = None, split: str = "all", last: bool = False,
-                        seed: int = 0) -> dict:
-    """Greedy backtest of a run's model on any data source (or its own), next to the baselines."""
-    state = load_checkpoint(checkpoint)
-    config = apply_overrides(RunConfig(), state["config"], f"checkpoint {checkpoint}")
-    source = source or config.data
-    features, bar_seconds = source_features(source, Normalizer.from_state_dict(state["normalizer"]), config.macro_window, config.micro_window)
-    expected = state["model_shape"]["macro_dim"] + state["model_shape"]["micro_dim"]
-    if features.macro.shape[1] + features.micro.shape[1] != expected:
-        raise RunError(f"{checkpoint}: the model reads {expected} features, this data gives "
-                       f"{features.macro.shape[1] + features.micro.shape[1]}")
-    if split != "all":
-        features = split_by_time([features], config.train_fraction, config.validation_fraction)[split]
-    model, weights = checkpoint_model(state, last)
-    results = evaluate_split(model, features, config.env_config(), bar_seconds, seed)
-    from engine.metrics import periods_per_year
-
-    trained_bar = state.get("bar_seconds")
-    notes = [] if trained_bar in (None, bar_seconds) else [
-        f"the model was trained on {trained_bar / 60:g}-minute bars; this data has {bar_seconds / 60:g}-minute bars"]
-    return {"checkpoint": str(checkpoint), "data": source, "split": split, "bars": len(features), "weights": weights, "notes": notes,
-            "bar_seconds": bar_seconds, "periods_per_year": periods_per_year(bar_seconds),
-            "policies": {name: backtest.metrics for name, backtest in results.items()}}

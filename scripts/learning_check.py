@@ -14,7 +14,8 @@ import json
 import statistics
 
 from engine.config import load_config, parse_duration
-from engine.runs import evaluate_checkpoint, execute_run
+from engine.checkpoints import evaluate_checkpoint
+from engine.runs import execute_run
 
 
 def judge(run_dir, fresh: list[int], days: int) -> dict:
