@@ -50,6 +50,11 @@ def test_train_then_eval_then_compare_folders(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "first"
     assert main(["eval", str(run_dir / "checkpoint.pt"), "--split", "validation"]) == 0
     assert "flat" in capsys.readouterr().out
+    assert main(["eval", str(run_dir), "--json"]) == 0  # the run's own data, test split, chosen weights
+    report, summary = json.loads(capsys.readouterr().out), json.loads((run_dir / "summary.json").read_text())
+    for policy in ("agent", "buy_and_hold", "flat", "best_constant", "trailing_rule"):
+        for metric in ("sharpe", "total_return", "max_drawdown", "trades"):
+            assert report["policies"][policy][metric] == pytest.approx(summary["test"][policy][metric]), (policy, metric)
     assert main(["compare", str(tmp_path / "runs" / "second"), str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "episodes/min" in out and "speedup" in out and "Sharpe (test)" in out
