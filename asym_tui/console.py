@@ -10,6 +10,7 @@ import sys
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.table import Column
 from rich.text import Text
 
 from asym_tui.tables import clock, comparison_table, metrics_table, number
@@ -36,13 +37,13 @@ def stage_text(event: Progress, trainers: list[str]) -> str:
 
 def progress_status(event: Progress) -> str:
     """One line of what a run is doing: phase, time used and left, throughput, learning."""
-    timing = f"{clock(event.elapsed_s)} of {clock(event.duration_s)}, {clock(event.remaining_s)} left" if event.duration_s \
+    timing = f"{clock(event.elapsed_s)}/{clock(event.duration_s)}, {clock(event.remaining_s)} left" if event.duration_s \
         else f"{clock(event.elapsed_s)}"
     if event.phase in ("compiling", "warming up", "starting"):
         return f"{event.phase} · {timing}"
-    status = (f"{event.phase} · {timing} · {event.episodes:,} eps · {event.steps_per_s:,.0f} steps/s · "
-              f"{event.optimizer_steps_per_s:,.1f} updates/s · train Sharpe {event.train_sharpe:.2f}")
-    return status + (f" · val score {event.val_score:.2f}" if event.val_score is not None else "")
+    score = f" · val score {event.val_score:.2f}" if event.val_score is not None else ""
+    return (f"{event.phase} · {timing}{score} · train Sharpe {event.train_sharpe:.2f} · {event.episodes:,} eps · "
+            f"{event.steps_per_s:,.0f} steps/s · {event.optimizer_steps_per_s:,.1f} updates/s")
 
 
 @contextmanager
@@ -54,8 +55,11 @@ def progress_display(console: Console, quiet: bool, trainers: list[str]):
         yield lambda event: console.print(f"[yellow]{event.level}:[/] {event.text}", highlight=False) \
             if isinstance(event, LogMessage) else None
         return
-    bar = Bar(TextColumn("[bold]{task.fields[stage]}"), BarColumn(bar_width=20), TextColumn("{task.percentage:>3.0f}%"),
-              TextColumn("{task.fields[status]}"), console=console, refresh_per_second=4)
+    stage_width = max(len(stage_text(Progress(name, ""), trainers)) for name in trainers)
+    bar = Bar(TextColumn("[bold]{task.fields[stage]}", table_column=Column(no_wrap=True, min_width=stage_width)),
+              BarColumn(bar_width=10), TextColumn("{task.percentage:>3.0f}%"),
+              TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+              console=console, refresh_per_second=4)
     tasks: dict[str, int] = {}
 
     def on_event(event) -> None:
