@@ -2,6 +2,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from asym_tui.cli import main
 from conftest import TINY_RUN
@@ -31,10 +32,18 @@ def test_local_sweep_runs_a_2x2_grid_of_run_folders(tmp_path, capsys):
     assert "ranked by validation score" in capsys.readouterr().out
 
 
-def test_ray_sweep_matches_the_local_sweep_for_the_same_seeds(tmp_path):
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_ray_sweep_matches_the_local_sweep_for_the_same_seeds(tmp_path, restore_threads):
     pytest.importorskip("ray")
-    assert main([*sweep_flags(tmp_path, "local"), *GRID]) == 0
-    assert main([*sweep_flags(tmp_path, "ray"), *GRID, "--ray", "--cpus-per-trial", "1"]) == 0
+    one_thread = ["--set", "threads=1"]  # Ray gives each trial one CPU; the local runs must compute the same way
+    assert main([*sweep_flags(tmp_path, "local"), *GRID, *one_thread]) == 0
+    assert main([*sweep_flags(tmp_path, "ray"), *GRID, *one_thread, "--ray", "--cpus-per-trial", "1"]) == 0
     local_table, _ = read_sweep(tmp_path / "local")
     ray_table, spec = read_sweep(tmp_path / "ray")
     assert spec["executor"] == "ray (local)" and set(ray_table["status"]) == {"completed"}
