@@ -170,7 +170,7 @@ class KeyNumbers(Grid):
                   "device": number(summary.resources.utilisation_mean, "{:.0f}%"),
                   "memory": memory_text(summary.resources.peak_memory_mb), "episodes": compact(float(throughput.episodes)),
                   "portfolio": compact(portfolio, "$") if portfolio is not None else "N/A",
-                  "return": number(portfolio and 100 * (portfolio / initial_equity - 1), "{:+.2f}%"),
+                  "return": number(None if portfolio is None else 100 * (portfolio / initial_equity - 1), "{:+.2f}%"),
                   "Sharpe": number(agent.get("sharpe")), "max-DD": number(agent.get("max_drawdown") and 100 * agent["max_drawdown"], "{:.1f}%")}
         self.fill(values, {**dict.fromkeys(("portfolio", "return", "Sharpe", "max-DD"), "test"), "device": "mean", "memory": "peak"})
 

@@ -50,8 +50,9 @@ def render_report(history: list[dict], test_backtests: dict, test_split, summary
         sharpe.set_title("Sharpe (annualized)")
         for axis in (reward, updates, throughput, sharpe):
             axis.set_xlabel("minutes")
-    figure.suptitle(f"{summary.trainer} run — test Sharpe agent {summary.test_metric('agent', 'sharpe') or math.nan:.2f} "
-                    f"vs buy-and-hold {summary.test_metric('buy_and_hold', 'sharpe') or math.nan:.2f}")
+    sharpe = {name: summary.test_metric(name, "sharpe") for name in ("agent", "buy_and_hold")}
+    sharpe = {name: math.nan if value is None else value for name, value in sharpe.items()}  # a flat agent's 0.00 stays 0.00
+    figure.suptitle(f"{summary.trainer} run — test Sharpe agent {sharpe['agent']:.2f} vs buy-and-hold {sharpe['buy_and_hold']:.2f}")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
