@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Input, RichLog, Select, Static
 
 from asym_tui.screens import ComparisonScreen, ConfirmScreen, DoctorScreen, HelpScreen, HistoryScreen, SavePresetScreen
-from asym_tui.tables import number
+from asym_tui.tables import number, stage_text
 from asym_tui.widgets import ChartGrid, ControlPanel, KeyNumbers, Series, StatusLine
 from engine.config import ConfigError, RunConfig, load_config, parse_duration, preset_description, preset_paths, save_user_preset
 from engine.errors import UserError
@@ -130,7 +130,7 @@ class AsymApp(App):
         self.query_one(KeyNumbers).show(None)
         self.query_one(ChartGrid).draw({}, "GPU" if self.device.type != "cpu" else "CPU")
         self.query_one("#log", RichLog).border_title = "4 log · l: expand"
-        self.query_one(StatusLine).show("ready", "", "")
+        self.query_one(StatusLine).show("ready")
         self.log_line(f"Ready on [b]{self.device.type}[/b] ({self.device_reason}). Choose a preset and press [b]s[/b] to start, "
                       "[b]c[/b] to compare original vs optimized, [b]h[/b] for history, [b]?[/b] for every key.")
         self.fit_to_size()
@@ -368,7 +368,7 @@ class AsymApp(App):
             self.query_one(KeyNumbers).show_result(last.summary, initial)
             self.set_phase("done" if not message.error else "failed")
             summary = last.summary
-            self.query_one(StatusLine).show(self.phase, summary.trainer, f"{summary.trainer} {summary.status} ({summary.stop_reason})",
+            self.query_one(StatusLine).show(self.phase, f"{summary.trainer} {summary.status} ({summary.stop_reason})",
                                             summary.throughput.elapsed_s)
         else:
             self.set_phase("failed" if message.error else "ready")
@@ -409,12 +409,10 @@ class AsymApp(App):
         """Phase (with its seconds while compiling or warming up), the stage of a comparison, time left."""
         event = self.latest
         trainer = event.trainer if event else (self.trainers[0] if self.trainers else "")
-        stage = f"{self.trainers.index(trainer) + 1} of {len(self.trainers)}: {trainer}" \
-            if len(self.trainers) > 1 and trainer in self.trainers else trainer
         slow = self.phase in ("starting", "compiling", "warming up")
         duration = event.duration_s if event else (self.last_config.duration_s if self.last_config else 0.0)
-        self.query_one(StatusLine).show(self.phase, trainer, stage, event.elapsed_s if event else None, duration or 0.0,
-                                        time.monotonic() - self.phase_since if slow else None)
+        self.query_one(StatusLine).show(self.phase, stage_text(trainer, self.trainers), event.elapsed_s if event else None,
+                                        duration or 0.0, time.monotonic() - self.phase_since if slow else None)
 
     def set_running(self, running: bool) -> None:
         self.running = running

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Column
 from rich.text import Text
 
-from asym_tui.tables import clock, comparison_table, metrics_table, number
+from asym_tui.tables import comparison_table, metrics_table, number, stage_text, timing_text
 from engine.compare import speedup
 from engine.events import LogMessage, Progress, RunSummary
 
@@ -28,17 +28,9 @@ def print_json(value) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def stage_text(event: Progress, trainers: list[str]) -> str:
-    """"1 of 2: original" during a comparison, else the trainer's name."""
-    if len(trainers) > 1 and event.trainer in trainers:
-        return f"{trainers.index(event.trainer) + 1} of {len(trainers)}: {event.trainer}"
-    return event.trainer
-
-
 def progress_status(event: Progress) -> str:
     """One line of what a run is doing: phase, time used and left, throughput, learning."""
-    timing = f"{clock(event.elapsed_s)}/{clock(event.duration_s)}, {clock(event.remaining_s)} left" if event.duration_s \
-        else f"{clock(event.elapsed_s)}"
+    timing = timing_text(event.elapsed_s, event.duration_s)
     if event.phase in ("compiling", "warming up", "starting"):
         return f"{event.phase} · {timing}"
     score = f" · val score {event.val_score:.2f}" if event.val_score is not None else ""
@@ -55,7 +47,7 @@ def progress_display(console: Console, quiet: bool, trainers: list[str]):
         yield lambda event: console.print(f"[yellow]{event.level}:[/] {event.text}", highlight=False) \
             if isinstance(event, LogMessage) else None
         return
-    stage_width = max(len(stage_text(Progress(name, ""), trainers)) for name in trainers)
+    stage_width = max(len(stage_text(name, trainers)) for name in trainers)
     bar = Bar(TextColumn("[bold]{task.fields[stage]}", table_column=Column(no_wrap=True, min_width=stage_width)),
               BarColumn(bar_width=10), TextColumn("{task.percentage:>3.0f}%"),
               TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
@@ -67,7 +59,7 @@ def progress_display(console: Console, quiet: bool, trainers: list[str]):
             bar.console.print(f"[yellow]{event.level}:[/] {event.text}", highlight=False)
             return
         if event.trainer not in tasks:
-            tasks[event.trainer] = bar.add_task("", total=100, stage=stage_text(event, trainers), status="")
+            tasks[event.trainer] = bar.add_task("", total=100, stage=stage_text(event.trainer, trainers), status="")
         done = event.done_fraction
         bar.update(tasks[event.trainer], completed=100 * (done or 0.0), status=progress_status(event))
 

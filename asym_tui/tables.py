@@ -34,6 +34,20 @@ def clock(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def stage_text(trainer: str, trainers: Sequence[str]) -> str:
+    """"1 of 2: original" during a comparison, else the trainer's name."""
+    if len(trainers) > 1 and trainer in trainers:
+        return f"{list(trainers).index(trainer) + 1} of {len(trainers)}: {trainer}"
+    return trainer
+
+
+def timing_text(elapsed_s: float, duration_s: float) -> str:
+    """"0:12/2:00, 1:48 left" against a duration, else the time used."""
+    if not duration_s:
+        return clock(elapsed_s)
+    return f"{clock(elapsed_s)}/{clock(duration_s)}, {clock(max(0.0, duration_s - elapsed_s))} left"
+
+
 UNIT_PATTERNS = {"$": "${:,.2f}", "%": "{:,.1f}%", "MB": "{:,.0f} MB", "s": "{:,.0f} s", "×": "{:,.1f}×", "": "{:,.2f}"}
 
 

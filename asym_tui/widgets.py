@@ -12,7 +12,7 @@ from textual.validation import Function, Integer
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from textual_plotext import PlotextPlot
 
-from asym_tui.tables import clock, number
+from asym_tui.tables import number, timing_text
 from engine.config import ConfigError, parse_duration
 from engine.events import Progress, RunSummary
 from engine.monitor import num_envs_limit
@@ -188,18 +188,15 @@ def memory_text(megabytes: float | None) -> str:
 class StatusLine(Static):
     """What is happening now: phase, trainer and stage, time used and left, with a bar."""
 
-    def show(self, phase: str, trainer: str, stage: str, elapsed_s: float | None = None, duration_s: float = 0.0,
+    def show(self, phase: str, stage: str = "", elapsed_s: float | None = None, duration_s: float = 0.0,
              phase_s: float | None = None) -> None:
         parts = [f"[b]{phase}[/b]" + (f" {phase_s:.0f} s" if phase_s is not None else "")]
-        if trainer:
-            parts.append(f"{stage}" if stage else trainer)
-        if elapsed_s is not None and duration_s:
-            done = min(1.0, elapsed_s / duration_s)
-            filled = round(8 * done)
-            parts.append(f"{'█' * filled}{'░' * (8 - filled)} {clock(elapsed_s)}/{clock(duration_s)}, "
-                         f"{clock(max(0.0, duration_s - elapsed_s))} left")
-        elif elapsed_s is not None:
-            parts.append(clock(elapsed_s))
+        if stage:
+            parts.append(stage)
+        if elapsed_s is not None:
+            filled = round(8 * min(1.0, elapsed_s / duration_s)) if duration_s else 0
+            bar = f"{'█' * filled}{'░' * (8 - filled)} " if duration_s else ""
+            parts.append(bar + timing_text(elapsed_s, duration_s))
         self.update(" · ".join(parts))
 
 

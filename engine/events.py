@@ -12,9 +12,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PHASES = ("starting", "compiling", "warming up", "training", "validating", "done")
-
-
 @dataclass
 class LogMessage:
     """A warning or note for the user (compile fallback, OOM halving, skipped update)."""
@@ -29,7 +26,7 @@ class Progress:
     """A throttled snapshot of training, emitted a few times a second."""
 
     trainer: str
-    phase: str  # one of PHASES
+    phase: str  # "starting", "compiling", "warming up", "training" or "validating"
     elapsed_s: float = 0.0
     train_s: float = 0.0  # seconds spent in rollouts and updates after warm-up (throughput uses this)
     warmup_s: float = 0.0  # seconds of the first iterations (compilation, graph capture), kept out of throughput
@@ -77,10 +74,6 @@ class Progress:
         if self.max_episodes:
             return min(1.0, self.episodes / self.max_episodes)
         return None
-
-    @property
-    def remaining_s(self) -> float | None:
-        return max(0.0, self.duration_s - self.elapsed_s) if self.duration_s else None
 
 
 Event = Progress | LogMessage

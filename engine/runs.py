@@ -268,7 +268,8 @@ def learning_record(config: RunConfig, trainer: Trainer, splits: MarketSplits, m
     reached = next((v["elapsed_s"] for v in trainer.validations if v["val_score"] >= target), None) if rule_score > 0 else None
     sources = unseen_sources(config.data, config.unseen_series)
     unseen = unseen_report(model, splits.normalizer, sources, config.env_config(), config.macro_window, config.micro_window) if sources else None
-    return Learning(rule_score, target, reached, list(trainer.validations), unseen)
+    return Learning(rule_val_score=rule_score, quality_target=target, time_to_quality_s=reached,
+                    validations=list(trainer.validations), unseen=unseen)
 
 
 def _renormalized(splits: MarketSplits, normalizer: Normalizer) -> MarketSplits:
@@ -306,12 +307,15 @@ def build_summary(config: RunConfig, trainer: Trainer, result: TrainResult, eval
                             "risk_free_rate": 0.0, "returns": "simple per-bar returns of the equity curve, fees included",
                             "volatility": "sample standard deviation (ddof 1) x sqrt(periods_per_year)",
                             "sortino_downside": "sqrt(mean(min(r, 0)^2)) over all bars"},
-        throughput=Throughput(last.episodes, last.env_steps, last.elapsed_s, last.train_s, last.warmup_s, last.episodes_per_min,
-                              last.steps_per_s, last.micro_updates, last.optimizer_steps_per_s, last.rollout_s, last.update_s),
+        throughput=Throughput(episodes=last.episodes, env_steps=last.env_steps, elapsed_s=last.elapsed_s, train_s=last.train_s,
+                              warmup_s=last.warmup_s, episodes_per_min=last.episodes_per_min, steps_per_s=last.steps_per_s,
+                              optimizer_steps=last.micro_updates, optimizer_steps_per_s=last.optimizer_steps_per_s,
+                              rollout_s=last.rollout_s, update_s=last.update_s),
         training={"loss": last.loss, "mean_episode_return": last.mean_episode_return, "train_sharpe": last.train_sharpe,
                   "portfolio": last.portfolio, "macro_updates": last.macro_updates, "micro_updates": last.micro_updates,
                   "num_envs": last.num_envs, "nan_skips": last.nan_skips, "scaler_skips": last.scaler_skips},
-        resources=Resources(float(np.mean(utilisation)) if utilisation else None, max(peaks) if peaks else None),
+        resources=Resources(utilisation_mean=float(np.mean(utilisation)) if utilisation else None,
+                            peak_memory_mb=max(peaks) if peaks else None),
         events=[{"level": m.level, "text": m.text, "elapsed_s": m.elapsed_s} for m in result.messages],
     )
     if evaluations:
