@@ -26,13 +26,14 @@ import contextlib
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from engine.config import RunConfig
 from engine.model import AsymmetricPolicyNetwork, FoldedPolicy
 
-BATCHNORM_SAMPLE = 8192  # observations used to refresh BatchNorm statistics after each rollout's updates
+BATCHNORM_SAMPLE = 8192  # observations behind BatchNorm statistics: the initial calibration and each refresh
 
 
 class TrainingStopped(Exception):
@@ -254,6 +255,13 @@ class Learner:
         self.macro_optimizer.zero_grad(set_to_none=True)
         self.micro_optimizer.zero_grad(set_to_none=True)
         self.pending_backwards = 0
+
+    def calibrate_batchnorm(self, seed: int) -> None:
+        """Initial BatchNorm statistics from training observations (flat, start equity) — before any rollout."""
+        rows = np.random.default_rng(seed).choice(len(self.table), size=min(len(self.table), BATCHNORM_SAMPLE), replace=False)
+        bars = self.table.index_select(0, torch.as_tensor(rows, device=self.table.device))
+        flat_at_start = torch.tensor([0.0, 1.0], device=bars.device).expand(len(rows), 2)
+        self.model.refresh_batchnorm(torch.cat([bars, flat_at_start], dim=1), cumulative=True)
 
     def refresh_batchnorm(self, rows: torch.Tensor, states: torch.Tensor) -> None:
         """BatchNorm statistics from a sample of the observations just learned from."""

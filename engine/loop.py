@@ -31,7 +31,6 @@ from engine.learners import PPOBatch, Rollout, TrainingStopped, make_learner
 from engine.model import AsymmetricPolicyNetwork, ModelShape
 from engine.monitor import DeviceMonitor, resolve_device
 
-BATCHNORM_SAMPLE = 8192  # training observations used for the initial BatchNorm calibration
 WARMUP_ITERATIONS = 1  # first iterations of a session timed apart: lazy allocation; compilation and graph
 COMPILED_WARMUP_ITERATIONS = 2  # capture take both MacroNet modes, so two when compiling
 
@@ -124,7 +123,7 @@ class Trainer:
         self.best: dict | None = None  # weights chosen on validation so far
         self.validations: list[dict] = []  # every validation: when, after how much training, what score
         self.last_progress = Progress(self.name, "starting", algorithm=self.algorithm)
-        self.calibrate_batchnorm()
+        self.learner.calibrate_batchnorm(config.seed)
 
     # --- reporting ---------------------------------------------------------------------------------
     def log(self, level: str, text: str) -> None:
@@ -300,13 +299,6 @@ class Trainer:
         model.load_state_dict(self.best["model"])
         return model, {"weights": "best validation score", "episodes": self.best["episodes"],
                        "val_score": self.best["val_score"], "val_sharpe": self.best["val_sharpe"]}
-
-    def calibrate_batchnorm(self) -> None:
-        """Initial BatchNorm statistics from training observations (flat, start equity) — before any rollout."""
-        train = self.splits.train
-        rows = np.random.default_rng(self.config.seed).choice(len(train), size=min(len(train), BATCHNORM_SAMPLE), replace=False)
-        table = np.concatenate([train.macro[rows], train.micro[rows], np.zeros((len(rows), 1)), np.ones((len(rows), 1))], axis=1)
-        self.model.refresh_batchnorm(torch.as_tensor(table, dtype=torch.float32, device=self.device), cumulative=True)
 
     def recover(self, exc: Exception) -> str:
         """Survive an out-of-memory error if possible; return why training must stop, or ''."""
