@@ -5,6 +5,7 @@ Tables come from asym_tui.tables, as in the app; this module only decides what i
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import os
 import sys
 from contextlib import contextmanager
@@ -72,7 +73,7 @@ def headline(outcome) -> dict:
     summary: RunSummary = outcome.summary
     unseen = {key: value for key, value in (summary.unseen or {}).items() if key != "series"}
     return {"run_dir": str(outcome.run_dir), "status": summary.status, "stop_reason": summary.stop_reason, "trainer": summary.trainer,
-            "algorithm": summary.algorithm, "seed": summary.seed, "throughput": summary.to_json()["throughput"],
+            "algorithm": summary.algorithm, "seed": summary.seed, "throughput": asdict(summary.throughput),
             "test": summary.test or None, "selected_model": summary.selected_model, "unseen": unseen or None,
             "time_to_quality_s": summary.learning.time_to_quality_s}
 

@@ -143,7 +143,9 @@ class KeyNumbers(Grid):
         values = dict.fromkeys(KEY_NUMBERS, "—")
         sources = dict.fromkeys(("portfolio", "return", "Sharpe", "max-DD"), "")
         if event is not None:
-            self.device_label = event.device_label
+            if event.device_label != self.device_label:  # the device card's title names it
+                self.device_label = event.device_label
+                self.on_resize()
             # The greedy backtest on validation is the honest figure; before the first one, training episodes.
             validated = event.val_portfolio is not None
             portfolio = event.val_portfolio if validated else event.portfolio
@@ -159,7 +161,6 @@ class KeyNumbers(Grid):
             sources = {"portfolio": "val" if validated else "train", "return": "val" if validated else "train",
                        "Sharpe": "val" if event.val_sharpe is not None else "train", "max-DD": "val" if validated else ""}
         self.fill(values, sources)
-        self.on_resize()
 
     def show_result(self, summary: RunSummary, initial_equity: float = 10_000.0) -> None:
         """A finished run: its throughput, and the chosen model's test backtest, labelled 'test'."""
