@@ -329,7 +329,7 @@ def cmd_bench(args) -> int:
     console.print(f"[bold]asym-tui bench[/] on {device.type} ({reason}); torch {__import__('torch').__version__}; "
                   f"{len(cases)} configurations ({args.algorithm}), {args.episode_steps}-step episodes, warm-up excluded")
     splits = prepare_data(base)
-    on_result = lambda r: console.print(f"  {r.case.label:<44} {r.episodes_per_min:>12,.0f} episodes/min {r.steps_per_s:>14,.0f} steps/s"
+    on_result = lambda r: console.print(f"  {r.case.label:<34} {r.episodes_per_min:>10,.0f} eps/min {r.steps_per_s:>12,.0f} steps/s"
                                         + (f"  [yellow]{r.error}[/]" if r.error else ""))
     report = run_bench(cases, base, splits, args.warmup, 1 if args.quick else args.iterations, on_result=on_result)
     console.print(bench_table(report, console.width))

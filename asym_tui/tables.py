@@ -48,7 +48,7 @@ def timing_text(elapsed_s: float, duration_s: float) -> str:
     return f"{clock(elapsed_s)}/{clock(duration_s)}, {clock(max(0.0, duration_s - elapsed_s))} left"
 
 
-UNIT_PATTERNS = {"$": "${:,.2f}", "%": "{:,.1f}%", "MB": "{:,.0f} MB", "s": "{:,.0f} s", "×": "{:,.1f}×", "": "{:,.2f}"}
+UNIT_PATTERNS = {"$": "${:,.2f}", "%": "{:,.1f}%", "MB": "{:,.0f} MB", "s": "{:,.0f} s", "×": "{:,.1f}×", "count": "{:,.0f}", "": "{:,.2f}"}
 
 
 def comparison_cell(row: ComparisonRow, value: float | None) -> str:

@@ -18,7 +18,7 @@ class ComparisonRow:
     original: float | None
     optimized: float | None
     better: str  # "higher" or "lower": which direction wins
-    unit: str = ""  # "$", "%" (already a percentage), "fraction" (shown as a percentage), "MB", "s", "×" or "" (a number)
+    unit: str = ""  # "$", "%" (already a percentage), "fraction" (shown as a percentage), "MB", "s", "×", "count" or "" (a number)
 
     @property
     def winner(self) -> str:
@@ -37,8 +37,8 @@ def comparison_rows(original: RunSummary, optimized: RunSummary) -> list[Compari
         ComparisonRow("speedup (episodes/min)", 1.0 if ratio is not None else None, ratio, "higher", "×"),
         ComparisonRow("env-steps/s", *both("throughput", "steps_per_s"), "higher"),
         ComparisonRow("optimizer steps/s", *both("throughput", "optimizer_steps_per_s"), "higher"),
-        ComparisonRow("optimizer steps", *both("throughput", "optimizer_steps"), "higher"),
-        ComparisonRow("episodes", *both("throughput", "episodes"), "higher"),
+        ComparisonRow("optimizer steps", *both("throughput", "optimizer_steps"), "higher", "count"),
+        ComparisonRow("episodes", *both("throughput", "episodes"), "higher", "count"),
         ComparisonRow("warm-up", *both("throughput", "warmup_s"), "lower", "s"),
         ComparisonRow(f"{optimized.device_label} use", *both("resources", "utilisation_mean"), "higher", "%"),
         ComparisonRow("peak memory", *both("resources", "peak_memory_mb"), "lower", "MB"),

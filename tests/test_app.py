@@ -143,6 +143,7 @@ async def test_compare_ends_with_the_comparison_table(tmp_path):
         rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
         assert rows["episodes/min"][1:] == ["100.00", "5,000.00", "optimized"]
         assert rows["speedup (episodes/min)"][1] == "1.0×"
+        assert rows["episodes"][1:3] == ["100", "100"] and rows["optimizer steps"][2] == "5,000"  # counts are whole
         assert rows["speedup (episodes/min)"][2] == "50.0×"
         assert set(app.series) == {"original", "optimized"}
 
