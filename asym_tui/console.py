@@ -95,6 +95,8 @@ def print_run_summary(console: Console, outcome) -> None:
                   f"{throughput.train_s:.1f} s of training ({number(throughput.steps_per_s, '{:,.0f}')} steps/s, "
                   f"{number(throughput.optimizer_steps_per_s, '{:,.1f}')} optimizer steps/s; warm-up {throughput.warmup_s:.1f} s "
                   f"not counted); updates macro:micro {training.get('macro_updates')}:{training.get('micro_updates')}", highlight=False)
+    if summary.selected_model and summary.selected_model.get("verdict"):
+        console.print(f"  selection: {summary.selected_model['verdict']}", highlight=False)
     if summary.test:
         console.print(metrics_table(summary.test, "Test split (greedy agent vs baselines)", console.width))
     unseen = summary.unseen

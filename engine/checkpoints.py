@@ -19,6 +19,7 @@ from engine.features import Normalizer, split_by_time
 from engine.files import atomic_write_bytes
 from engine.loop import Trainer, chosen_weights
 from engine.model import AsymmetricPolicyNetwork, ModelShape
+from engine.selection import selection_text
 
 try:
     VERSION = importlib.metadata.version("asym-tui")  # one source of truth: the package metadata
@@ -73,7 +74,7 @@ def checkpoint_model(state: dict, last: bool = False) -> tuple[AsymmetricPolicyN
         model.load_state_dict(best["model"] if use_best else state["trainer"]["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
         raise RunError(f"the checkpoint's weights do not fit its model shape ({str(exc).splitlines()[0][:160]})") from exc
-    weights = f"weights chosen on validation (after {best['episodes']:,} episodes)" if use_best else "last weights"
+    weights = selection_text(best) if use_best else "last weights"
     return model.eval(), weights
 
 

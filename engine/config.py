@@ -28,7 +28,7 @@ CHOICES = {
 }
 POSITIVE = {"rollout_steps", "ppo_epochs", "ppo_minibatches", "clip_coef", "num_envs", "episode_steps", "macro_every", "gradient_accumulation_steps", "update_minibatch", "reward_scale",
             "lr_macro", "lr_micro", "grad_clip", "macro_window", "micro_window", "initial_equity", "position_size"}
-NON_NEGATIVE = {"unseen_series", "value_coef", "duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
+NON_NEGATIVE = {"unseen_series", "validation_series", "value_coef", "duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
 FRACTIONS = {"gamma", "train_fraction", "validation_fraction"}
 
 
@@ -92,7 +92,8 @@ class RunConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     # Reporting
     eval_every_s: float = 20.0  # seconds between validation backtests during training (0 = only at the end)
-    select_best: bool = True  # test with the latest weights within noise of the best validation score (never looks at test)
+    select_best: bool = True  # keep the latest weights within noise of the best validation score if they show an edge, else hold flat (never looks at test)
+    validation_series: int = 4  # synthetic data: independent validation series (and mirrors) beside the validation split
     unseen_series: int = 4  # fresh synthetic series the final model is also judged on (0 = none)
     progress_every_s: float = 0.25  # minimum seconds between progress events
     tensorboard: bool = False  # also write TensorBoard event files to <run>/tensorboard (pip install "asym-tui[tensorboard]")

@@ -7,8 +7,9 @@ as training. The agent acts greedily (argmax of its logits). Baselines on the sa
 - the trailing-return rule: long when the mean log return over the macro window is positive, else
   short (flat where shorts are off) — a simple causal trend rule, the yardstick for "skill".
 
-Model selection scores validation *and* its mirror image (every return negated): a constant position
-that profits on one loses on the other, so only a policy that reads the market scores well on both.
+Every backtest walks a table of the policy's decision at each (bar, level) — the environment's rules
+without stepping it (tested equal) — so long series cost milliseconds; model selection builds on these
+(engine/selection.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from engine.data import load_candles
 from engine.env import BUY, HOLD, RUIN_EQUITY, SELL, EnvConfig, TradingEnv, bar_returns, segment_lengths
-from engine.features import Features, MarketSplits, Normalizer, concatenate, series_features
+from engine.features import Features, Normalizer, concatenate, series_features
 from engine.metrics import compute_metrics
 from engine.model import AsymmetricPolicyNetwork
 
@@ -194,22 +195,6 @@ def baseline_backtests(split: Features, env_config: EnvConfig, bar_seconds: floa
 def evaluate_split(model: AsymmetricPolicyNetwork, split: Features, env_config: EnvConfig, bar_seconds: float, seed: int = 0) -> dict:
     """Agent and baselines on one series: {'agent': Backtest, 'buy_and_hold': ..., 'trailing_rule': ...}."""
     return {"agent": agent_backtest(model, split, env_config, bar_seconds), **baseline_backtests(split, env_config, bar_seconds, seed)}
-
-
-def validation_score(model: AsymmetricPolicyNetwork, splits: MarketSplits, env_config: EnvConfig,
-                     validation: Backtest | None = None) -> float:
-    """Mean greedy Sharpe on the validation split and its mirror image (what model selection uses)."""
-    validation = validation or agent_backtest(model, splits.validation, env_config, splits.bar_seconds)
-    if splits.validation_mirror is None:
-        return validation.metrics["sharpe"]
-    mirror = agent_backtest(model, splits.validation_mirror, env_config, splits.bar_seconds)
-    return 0.5 * (validation.metrics["sharpe"] + mirror.metrics["sharpe"])
-
-
-def rule_validation_score(splits: MarketSplits, env_config: EnvConfig) -> float:
-    """The trailing-return rule's validation score, on the same terms as `validation_score`."""
-    parts = [s for s in (splits.validation, splits.validation_mirror) if s is not None]
-    return float(np.mean([baseline_backtests(s, env_config, splits.bar_seconds)["trailing_rule"].metrics["sharpe"] for s in parts]))
 
 
 def unseen_sources(data: str, count: int) -> list[str]:

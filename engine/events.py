@@ -109,6 +109,9 @@ class Learning:
     time_to_quality_s: float | None = None
     validations: list[dict] = field(default_factory=list)  # elapsed_s, env_steps, optimizer_steps, val_sharpe, val_score
     unseen: dict | None = None
+    validation_series: list[str] = field(default_factory=list)  # what the score is the mean Sharpe over
+    validation_baselines: dict = field(default_factory=dict)  # flat, long, short and the trailing rule, scored the same way
+    validation_noise: float | None = None  # standard error of the score
 
 
 @dataclass

@@ -110,6 +110,7 @@ class MarketSplits:
     bar_seconds: float
     notes: tuple[str, ...] = ()  # what loading found that a user should see (duplicates dropped, gaps)
     validation_mirror: Features | None = None  # the validation split's mirror image: model selection scores both
+    selection_series: tuple = ()  # more validation series (engine.selection.ValidationSeries), e.g. synthetic reserved seeds
 
     def __getitem__(self, name: str) -> Features:
         return getattr(self, name)

@@ -24,12 +24,12 @@ import torch
 
 from engine.config import RunConfig
 from engine.events import Event, LogMessage, Progress
-from engine.evaluation import agent_backtest, validation_score
 from engine.features import MarketSplits
-from engine.metrics import episode_sharpe, periods_per_year
+from engine.metrics import episode_sharpe
 from engine.learners import PPOBatch, Rollout, TrainingStopped, make_learner
 from engine.model import AsymmetricPolicyNetwork, ModelShape
 from engine.monitor import DeviceMonitor, resolve_device
+from engine.selection import NO_EDGE, Selection, ValidationSet, selection_text, weights_of
 
 WARMUP_ITERATIONS = 1  # first iterations of a session timed apart: lazy allocation; compilation and graph
 COMPILED_WARMUP_ITERATIONS = 2  # capture take both MacroNet modes, so two when compiling
@@ -120,7 +120,8 @@ class Trainer:
         self.recent_log_returns: deque[float] = deque(maxlen=256)
         self.history: list[dict] = []
         self.validation: dict | None = None
-        self.best: dict | None = None  # weights chosen on validation so far
+        self.validation_set = ValidationSet.from_splits(splits, self.env_config)
+        self.selection = Selection()
         self.validations: list[dict] = []  # every validation: when, after how much training, what score
         self.last_progress = Progress(self.name, "starting", algorithm=self.algorithm)
         self.learner.calibrate_batchnorm(config.seed)
@@ -268,37 +269,35 @@ class Trainer:
         return ""
 
     def validate(self, started: float) -> dict:
-        """Greedy backtests on validation and its mirror image; their mean Sharpe is the score (a constant
-        position cannot score on both directions). Selection keeps the latest weights whose score is
-        within one standard error of the best so far: differences smaller than the noise of a Sharpe
-        measured on this many bars say nothing, and later weights have trained longer."""
+        """Greedy backtests on every validation series (engine/selection.py: validation, its mirror, and on the
+        synthetic market independent series with regime changes); their mean Sharpe is the score. The
+        selection then keeps the latest weights within noise of the best score if they show an edge
+        over flat and the best constant position, else a flat policy."""
         self.progress("validating", started)
-        backtest = agent_backtest(self.model, self.splits.validation, self.env_config, self.splits.bar_seconds)
-        score = validation_score(self.model, self.splits, self.env_config, backtest)
-        self.validation = {**backtest.metrics, "score": score, "portfolio": self.config.initial_equity * float(backtest.equity[-1])}
+        score, backtests = self.validation_set.score(self.model)
+        main = backtests[0]
+        self.validation = {**main.metrics, "score": score, "portfolio": self.config.initial_equity * float(main.equity[-1])}
         self.validations.append({"elapsed_s": self.elapsed_before + time.perf_counter() - started, "env_steps": self.env_steps,
-                                 "optimizer_steps": self.learner.micro_updates, "val_sharpe": backtest.metrics["sharpe"], "val_score": score})
-        best_score = max(score, self.best["best_score"]) if self.best else score
-        if self.best is None or score >= best_score - self.score_noise:
-            weights = {name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()}
-            self.best = {"episodes": self.episodes, "val_score": score, "val_sharpe": backtest.metrics["sharpe"], "model": weights}
-        self.best["best_score"] = best_score
+                                 "optimizer_steps": self.learner.micro_updates, "val_sharpe": main.metrics["sharpe"], "val_score": score})
+        record = {"episodes": self.episodes, "val_score": score, "val_sharpe": main.metrics["sharpe"], "model": weights_of(self.model)}
+        validation = self.validation_set
+        self.selection.consider(record, validation.noise, validation.edge_bar(len(self.validations)), validation.benchmark)
         return self.validation
 
     @property
-    def score_noise(self) -> float:
-        """Standard error of an annualized Sharpe estimated on the validation bars (both directions)."""
-        bars = len(self.splits.validation) * (2 if self.splits.validation_mirror is not None else 1)
-        return math.sqrt(periods_per_year(self.splits.bar_seconds) / bars)
+    def best(self) -> dict | None:
+        """The weights selection keeps so far (with how they were chosen), or None before any validation."""
+        return self.selection.chosen
 
     def selected_model(self) -> tuple[AsymmetricPolicyNetwork, dict]:
-        """The network to evaluate on test: the best-validation weights (`select_best`), else the last ones."""
-        if chosen_weights(self.best, self.config.select_best) is None:
+        """The network to evaluate on test: the weights selection keeps (`select_best`), else the last ones."""
+        chosen = chosen_weights(self.best, self.config.select_best)
+        if chosen is None:
             return self.model, {"weights": "last", "episodes": self.episodes}
         model = copy.deepcopy(self.model)
-        model.load_state_dict(self.best["model"])
-        return model, {"weights": "best validation score", "episodes": self.best["episodes"],
-                       "val_score": self.best["val_score"], "val_sharpe": self.best["val_sharpe"]}
+        model.load_state_dict(chosen["model"])
+        facts = {key: value for key, value in chosen.items() if key != "model"}
+        return model, {**facts, "weights": NO_EDGE if chosen["no_edge"] else "best validation score", "verdict": selection_text(chosen)}
 
     def recover(self, exc: Exception) -> str:
         """Survive an out-of-memory error if possible; return why training must stop, or ''."""
@@ -324,7 +323,7 @@ class Trainer:
             "counters": {"episodes": self.episodes, "env_steps": self.env_steps, "elapsed_s": self.elapsed_before + self.session_elapsed,
                          "train_s": self.train_s, "warmup_s": self.warmup.total_s, "num_envs": self.num_envs},
             "recent_log_returns": list(self.recent_log_returns), "rng": rng_state(), "history": self.history,
-            "best": self.best, "validations": self.validations,
+            "best": self.best, "selection": self.selection.state_dict(), "validations": self.validations,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -336,7 +335,7 @@ class Trainer:
         self.warmup.before_s = counters.get("warmup_s", 0.0)
         self.recent_log_returns.extend(state["recent_log_returns"])
         self.history = list(state.get("history", []))
-        self.best = state.get("best")
+        self.selection.load_state_dict(state.get("selection"), state.get("best"))
         self.validations = list(state.get("validations", []))
         set_rng_state(state["rng"])
 

@@ -1,5 +1,6 @@
 """Performance metrics of an equity curve, annualized for markets that trade 24/7.
 
+Every Sharpe carries its probabilistic Sharpe ratio (`psr`, engine/stats.py): P(true Sharpe > 0).
 Periods per year = 365 days / bar length: 105,120 for 5-minute bars (sqrt = 324.2). Volatility uses
 the sample standard deviation of simple per-bar returns; Sharpe and Sortino assume a zero risk-free
 rate; Sortino's downside deviation is sqrt(mean(min(r, 0)^2)) over all bars; the maximum drawdown
@@ -9,6 +10,8 @@ includes the starting value and is reported as a negative fraction.
 from __future__ import annotations
 
 import numpy as np
+
+from engine.stats import probabilistic_sharpe
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
@@ -66,6 +69,7 @@ def compute_metrics(equity: np.ndarray, bar_seconds: float, levels: np.ndarray |
         "volatility": float(std * np.sqrt(per_year)),
         "sharpe": float(mean / std * np.sqrt(per_year)) if std > 0 else 0.0,
         "sortino": float(mean / downside * np.sqrt(per_year)) if downside > 0 else 0.0,
+        "psr": probabilistic_sharpe(returns),  # P(true Sharpe > 0) given this many bars, their skew and kurtosis
         "max_drawdown": drawdown,
         "calmar": float(cagr / -drawdown) if drawdown < 0 else 0.0,
         "bars": bars,

@@ -113,6 +113,18 @@ class DecisionHead(LayerStack):
             self.layers[-1].bias.zero_()
 
 
+def hold_flat(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weights with a decision head that always chooses HOLD (action 0): a policy that starts
+    flat never trades. What selection keeps when validation shows no edge. (The head appears twice in a
+    state dict, as `head` and inside `heads`: both copies change.)"""
+    logits = f"head.layers.{HEAD_LINEAR_LAYERS - 1}."
+    flat = dict(weights)
+    for key, value in weights.items():
+        if key.startswith(logits) or key.startswith(f"heads.{logits}"):
+            flat[key] = torch.zeros_like(value) if key.endswith("weight") else torch.tensor([1.0, 0.0, 0.0], dtype=value.dtype)
+    return flat
+
+
 class ValueHead(nn.Module):
     """2 Linear layers from the head's input to the expected discounted return (PPO's baseline)."""
 

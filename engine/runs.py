@@ -34,8 +34,9 @@ from engine.data import MAX_GAP_BARS, load_candles
 from engine.errors import RunError
 from engine.files import WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from engine.events import Learning, Resources, RunSummary, Throughput
-from engine.evaluation import evaluate_split, rule_validation_score, unseen_report, unseen_sources
+from engine.evaluation import evaluate_split, unseen_report, unseen_sources
 from engine.features import MarketSplits, Normalizer, prepare_splits
+from engine.selection import synthetic_validation_series
 from engine.metrics import periods_per_year
 from engine.model import layer_counts, parameter_counts
 from engine.monitor import check_num_envs
@@ -108,7 +109,8 @@ def prepare_data(config: RunConfig) -> MarketSplits:
     if candles.attrs.get("gaps"):
         notes.append(f"{config.data}: {candles.attrs['gaps']:,} gap(s), {candles.attrs['missing_bars']:,} missing bar(s), not filled; "
                      f"gaps over {MAX_GAP_BARS} bars end a segment that episodes never cross")
-    return dataclasses.replace(splits, notes=(*notes, *splits.notes))
+    selection = synthetic_validation_series(config.data, config.validation_series, splits.normalizer, config.macro_window, config.micro_window)
+    return dataclasses.replace(splits, notes=(*notes, *splits.notes), selection_series=selection)
 
 
 def resume_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:
@@ -247,11 +249,13 @@ def finish_run(run_dir: Path, config: RunConfig, trainer: Trainer, splits: Marke
     write_metrics(run_dir, trainer.history)
     env_config = config.env_config()
     model, selection = trainer.selected_model()
+    if selection.get("no_edge") is False:  # chosen on validation among every validation compared: how much is luck?
+        selection.update(trainer.validation_set.verdict(model, [v["val_score"] for v in trainer.validations]))
     evaluations = {name: evaluate_split(model, splits[name], env_config, splits.bar_seconds, config.seed)
                    for name in ("validation", "test")}
     summary = build_summary(config, trainer, result, evaluations)
     summary.selected_model = selection
-    summary.learning = learning_record(config, trainer, splits, model)
+    summary.learning = learning_record(config, trainer, model)
     atomic_write_json(run_dir / "summary.json", summary.to_json())
     write_equity(run_dir / "equity_test.csv", splits.test, evaluations["test"], config.initial_equity)
     from engine.report import render_report
@@ -260,16 +264,17 @@ def finish_run(run_dir: Path, config: RunConfig, trainer: Trainer, splits: Marke
     return RunOutcome(run_dir, summary, result)
 
 
-def learning_record(config: RunConfig, trainer: Trainer, splits: MarketSplits, model) -> Learning:
+def learning_record(config: RunConfig, trainer: Trainer, model) -> Learning:
     """What the run learned, judged where a constant position can't look good: the validation score
     against time (time-to-quality), and the chosen model on fresh series it never saw."""
-    rule_score = rule_validation_score(splits, config.env_config())
-    target = QUALITY_FRACTION * rule_score
-    reached = next((v["elapsed_s"] for v in trainer.validations if v["val_score"] >= target), None) if rule_score > 0 else None
+    validation = trainer.validation_set
+    target = validation.quality_target(QUALITY_FRACTION)
+    reached = next((v["elapsed_s"] for v in trainer.validations if v["val_score"] >= target), None)
     sources = unseen_sources(config.data, config.unseen_series)
-    unseen = unseen_report(model, splits.normalizer, sources, config.env_config(), config.macro_window, config.micro_window) if sources else None
-    return Learning(rule_val_score=rule_score, quality_target=target, time_to_quality_s=reached,
-                    validations=list(trainer.validations), unseen=unseen)
+    unseen = unseen_report(model, trainer.splits.normalizer, sources, config.env_config(), config.macro_window, config.micro_window) if sources else None
+    return Learning(rule_val_score=validation.baselines["trailing_rule"], quality_target=target, time_to_quality_s=reached,
+                    validations=list(trainer.validations), unseen=unseen, validation_series=[s.name for s in validation.series],
+                    validation_baselines=dict(validation.baselines), validation_noise=validation.noise)
 
 
 def _renormalized(splits: MarketSplits, normalizer: Normalizer) -> MarketSplits:
