@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Input, RichLog, Select, Static
 
 from asym_tui.screens import ComparisonScreen, ConfirmScreen, DoctorScreen, HelpScreen, HistoryScreen, SavePresetScreen
-from asym_tui.tables import number, stage_text
+from asym_tui.tables import comparison_title, result_text, stage_text
 from asym_tui.widgets import ChartGrid, ControlPanel, KeyNumbers, Series, StatusLine
 from engine.config import ConfigError, RunConfig, load_config, parse_duration, preset_description, preset_paths, save_user_preset
 from engine.errors import UserError
@@ -44,10 +44,10 @@ class EngineRunner:
 
         return (execute_run(config, on_event=on_event, stop=stop),)
 
-    def compare(self, config: RunConfig, on_event: Callable, stop: threading.Event):
+    def compare(self, config: RunConfig, on_event: Callable, stop: threading.Event, seeds: int = 1):
         from engine.compare import run_comparison
 
-        return tuple(outcome for outcome in run_comparison(config, on_event=on_event, stop=stop) if outcome)
+        return run_comparison(config, seeds, on_event=on_event, stop=stop)
 
 
 class EngineEvent(Message):
@@ -59,9 +59,9 @@ class EngineEvent(Message):
 
 
 class RunFinished(Message):
-    def __init__(self, outcomes: tuple, error: str | None):
+    def __init__(self, outcomes: tuple, error: str | None, comparison=None):
         super().__init__()
-        self.outcomes, self.error = outcomes, error
+        self.outcomes, self.error, self.comparison = outcomes, error, comparison
 
 
 class AsymApp(App):
@@ -100,6 +100,7 @@ class AsymApp(App):
         self.phase, self.phase_since = "ready", time.monotonic()
         self.clock = datetime.now  # log timestamps (snapshot tests fix it)
         self.filled_preset = ""
+        self.seeds = 1  # seeds per trainer of the current comparison
 
     # --- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -237,13 +238,19 @@ class AsymApp(App):
         config = self.build_config()
         if config is None:
             return
+        seeds = self.query_one("#seeds", Input)
+        checked = seeds.validate(seeds.value)
+        if compare and checked is not None and not checked.is_valid:
+            self.notify("; ".join(checked.failure_descriptions), title="Invalid setting", severity="error")
+            return
+        self.seeds = int(seeds.value or 1) if compare else 1
         self.last_config = config
         self.series, self.latest, self.finished = {}, None, []
         self.trainers = ["original", "optimized"] if compare else [config.trainer]
         self.stop_event = threading.Event()
         self.set_running(True)
         self.set_phase("starting")
-        what = "original then optimized" if compare else config.trainer
+        what = f"original then optimized, {self.seeds} seed(s) each" if compare else config.trainer
         self.log_line(f"Starting {what}: preset {config.preset}, {config.algorithm}, {config.num_envs} envs, AMP {'on' if config.use_amp else 'off'}, "
                       f"compile {'on' if config.compile_model else 'off'}, {config.duration_s:g} s, data {config.data}")
         self.train_in_background(config, compare)
@@ -253,8 +260,10 @@ class AsymApp(App):
         """Runs in a thread: only posts messages, never touches widgets."""
         post = lambda event: self.post_message(EngineEvent(event))
         try:
-            run = self.runner.compare if compare else self.runner.train
-            self.post_message(RunFinished(run(config, post, self.stop_event), None))
+            if compare:
+                self.post_message(RunFinished((), None, self.runner.compare(config, post, self.stop_event, self.seeds)))
+            else:
+                self.post_message(RunFinished(self.runner.train(config, post, self.stop_event), None))
         except UserError as exc:
             self.post_message(RunFinished((), str(exc)))
         except Exception as exc:  # the UI must survive any engine failure and say what it was
@@ -372,22 +381,36 @@ class AsymApp(App):
                                             summary.throughput.elapsed_s)
         else:
             self.set_phase("failed" if message.error else "ready")
-        if len(message.outcomes) == 2 and not self.quitting:
-            self.push_screen(ComparisonScreen(message.outcomes[0].summary, message.outcomes[1].summary))
+        if message.comparison is not None:
+            self.show_comparison(message.comparison)
         if self.quitting:
             self.exit()
+
+    def show_comparison(self, comparison) -> None:
+        """Each run's result in the log, the folder, then the comparison table and verdict."""
+        for side in (comparison.left, comparison.right):
+            for summary in side.summaries:
+                self.log_line(f"[b]{escape(side.label)}[/b] seed {summary.seed} {summary.status}: {escape(result_text(summary))}")
+        if comparison.folder:
+            self.run_dirs.append(Path(comparison.folder))
+            self.log_line(f"Comparison folder: {escape(str(comparison.folder))}")
+        for warning in comparison.warnings:
+            self.log_line(f"[yellow]warning[/]: {escape(warning)}")
+        summaries = comparison.right.summaries or comparison.left.summaries
+        if summaries:
+            initial = self.last_config.initial_equity if self.last_config else 10_000.0
+            self.query_one(KeyNumbers).show_result(summaries[-1], initial)
+            self.query_one(StatusLine).show("done", f"compared {comparison_title(comparison)}", summaries[-1].throughput.elapsed_s)
+        if comparison.left.summaries and comparison.right.summaries and not self.quitting:
+            self.push_screen(ComparisonScreen(comparison))
 
     def announce(self, outcome) -> None:
         """A finished run's result and folder, in the log and as a notification."""
         summary = outcome.summary
         self.run_dirs.append(Path(outcome.run_dir))
-        unseen = summary.unseen
-        unseen_text = (f"; unseen series Sharpe {unseen['agent_sharpe']:.2f} vs trailing rule {unseen['trailing_rule_sharpe']:.2f}"
-                       if unseen else "")
-        self.log_line(f"[b]{summary.trainer}[/b] {summary.status} ({escape(summary.stop_reason)}): "
-                      f"{number(summary.throughput.episodes_per_min, '{:,.0f}')} episodes/min, test Sharpe "
-                      f"{number(summary.test_metric('agent', 'sharpe'))} vs buy-and-hold "
-                      f"{number(summary.test_metric('buy_and_hold', 'sharpe'))}{unseen_text}")
+        self.log_line(f"[b]{summary.trainer}[/b] {summary.status} ({escape(summary.stop_reason)}): {escape(result_text(summary))}")
+        if (summary.selected_model or {}).get("verdict"):
+            self.log_line(f"selection: {escape(summary.selected_model['verdict'])}")
         self.log_line(f"Run folder: {escape(str(outcome.run_dir))}")
         self.notify(str(outcome.run_dir), title=f"{summary.trainer} run saved")
 

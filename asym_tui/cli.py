@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from asym_tui.console import comparison_json, headline, make_console, print_comparison, print_json, print_run_summary, progress_display
+from asym_tui.console import headline, make_console, print_comparison, print_json, print_run_summary, progress_display
 from asym_tui.info import cmd_data_inspect, cmd_doctor, cmd_presets_list, cmd_presets_show
 from asym_tui.tables import bench_table, metrics_table, sweep_table
 from engine.config import load_config, parse_duration
@@ -68,6 +68,8 @@ def build_parser() -> Parser:
     compare = commands.add_parser("compare", help="original vs optimized on the same data, seed and duration; or two run folders")
     compare.add_argument("runs", nargs="*", metavar="RUN_DIR", help="two existing run folders to compare instead of training")
     add_run_options(compare)
+    compare.add_argument("--seeds", type=int, default=1, help="seeds per trainer, each with the same wall time (default 1)")
+    add_executor_options(compare)
     compare.set_defaults(handler=cmd_compare)
 
     evaluate = commands.add_parser("eval", help="backtest a checkpoint on any data next to buy-and-hold, the best constant and the trend rule")
@@ -89,9 +91,7 @@ def build_parser() -> Parser:
     add_run_options(sweep)
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a grid axis (repeatable)")
     sweep.add_argument("--seeds", type=int, default=1, help="seeds per grid point")
-    sweep.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run through Ray Tune (local instance, or a cluster address)")
-    sweep.add_argument("--cpus-per-trial", type=float, default=1.0)
-    sweep.add_argument("--gpus-per-trial", type=float, default=0.0)
+    add_executor_options(sweep)
     sweep.add_argument("--resume", metavar="SWEEP_DIR", help="rerun a sweep folder, skipping finished trials")
     sweep.set_defaults(handler=cmd_sweep)
 
@@ -125,6 +125,12 @@ def build_parser() -> Parser:
     inspect.add_argument("--json", action="store_true", help="print the facts as JSON")
     inspect.set_defaults(handler=cmd_data_inspect)
     return parser
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run through Ray Tune (local instance, or a cluster address)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs Ray gives each run (default 1)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs (or a fraction) Ray gives each run (default 0)")
 
 
 def int_list(text: str) -> list[int]:
@@ -228,25 +234,35 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from engine.compare import by_trainer, run_comparison
+    from engine.compare import comparison_of, run_comparison
     from engine.runs import read_summary
 
     console = make_console(stderr=args.json)
-    show = (lambda a, b: print_json(comparison_json(a, b))) if args.json else (lambda a, b: print_comparison(console, a, b))
+    show = (lambda comparison: print_json(comparison.to_json())) if args.json else (lambda comparison: print_comparison(console, comparison))
     if args.runs:
         if len(args.runs) != 2:
             raise UsageError("compare takes exactly two run folders, or none to train both")
-        show(*by_trainer(read_summary(args.runs[0]), read_summary(args.runs[1])))
+        show(comparison_of([read_summary(args.runs[0])], [read_summary(args.runs[1])]))
         return 0
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     config = load_config(args.preset, overrides_from(args))
+    check_ray(args.ray)
     with stop_on_signals() as (stop, received), progress_display(console, args.quiet, ["original", "optimized"]) as on_event:
-        original, optimized = run_comparison(config, on_event=on_event, stop=stop)
-    for outcome in (original, optimized):
-        if outcome:
-            console.print(f"[dim]{outcome.summary.trainer} run folder:[/] {outcome.run_dir}", highlight=False, soft_wrap=True)
-    if optimized:
-        show(original.summary, optimized.summary)
-    return exit_status([original, optimized], received)
+        comparison = run_comparison(config, args.seeds, on_event=on_event, stop=stop, ray=args.ray,
+                                    cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
+    failed = any(s.status == "failed" for side in (comparison.left, comparison.right) for s in side.summaries)
+    if comparison.left.summaries and comparison.right.summaries:
+        show(comparison)
+    return EXIT_SIGNAL.get(received[0], 130) if received else EXIT_FAILED if failed else 0
+
+
+def check_ray(address: str | None) -> None:
+    if address:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--ray needs Ray Tune: pip install -e '.[ray]'") from None
 
 
 def cmd_eval(args) -> int:
@@ -269,13 +285,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from engine.sweep import make_trials, new_sweep_dir, parse_grid, ranked, read_sweep_record, run_local, run_ray
+    from engine.sweep import execute_trials, make_trials, new_sweep_dir, parse_grid, ranked, read_sweep_record, write_tables
 
-    if args.ray:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UsageError("--ray needs Ray Tune: pip install -e '.[ray]'") from None
+    check_ray(args.ray)
     if args.resume:
         saved = read_sweep_record(args.resume)
         args.preset, args.grid, args.seeds = saved["preset"], saved["grid_args"], saved["seeds"]
@@ -297,11 +309,8 @@ def cmd_sweep(args) -> int:
                                        f": validation Sharpe {row['val_sharpe']:.2f}, {row['episodes_per_min']:,.0f} episodes/min"))
     started = time.perf_counter()
     with stop_on_signals() as (stop, received):
-        if args.ray:
-            rows = run_ray(base, trials, sweep_dir, spec, None if args.ray == "local" else args.ray,
-                           args.cpus_per_trial, args.gpus_per_trial, on_row)
-        else:
-            rows = run_local(base, trials, sweep_dir, spec, stop, on_row)
+        rows = execute_trials(base, trials, sweep_dir, stop=stop, on_row=on_row, on_rows=lambda rows: write_tables(sweep_dir, spec, rows),
+                              ray=args.ray, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
     if args.json:
         print_json({"sweep_dir": str(sweep_dir), "rows": ranked(rows)})
     console.print(sweep_table(ranked(rows), list(grid), f"Sweep ranked by validation score ({time.perf_counter() - started:.1f} s)",

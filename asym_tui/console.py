@@ -10,12 +10,14 @@ import os
 import sys
 from contextlib import contextmanager
 
+import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column
 from rich.text import Text
 
-from asym_tui.tables import comparison_table, metrics_table, number, stage_text, timing_text
-from engine.compare import speedup
+from asym_tui.tables import comparison_table, improvement_text, metrics_table, number, stage_text, timing_text, verdict_table
+from engine.compare import Comparison
 from engine.events import LogMessage, Progress, RunSummary
 
 
@@ -78,15 +80,6 @@ def headline(outcome) -> dict:
             "time_to_quality_s": summary.learning.time_to_quality_s}
 
 
-def comparison_json(original: RunSummary, optimized: RunSummary) -> dict:
-    from engine.compare import comparison_rows
-
-    rows = [{"metric": row.metric, "original": row.original, "optimized": row.optimized, "winner": row.winner}
-            for row in comparison_rows(original, optimized)]
-    return {"rows": rows, "speedup": speedup(original, optimized),
-            "validations": {summary.trainer: summary.learning.validations for summary in (original, optimized)}}
-
-
 def print_run_summary(console: Console, outcome) -> None:
     summary: RunSummary = outcome.summary
     throughput, training = summary.throughput, summary.training
@@ -108,27 +101,36 @@ def print_run_summary(console: Console, outcome) -> None:
     console.print(f"Run folder: {outcome.run_dir}", highlight=False, soft_wrap=True)
 
 
-def print_comparison(console: Console, original: RunSummary, optimized: RunSummary) -> None:
-    console.print(comparison_table(original, optimized, console.width))
-    chart = quality_chart(original, optimized, width=min(console.width, 100))
+def print_comparison(console: Console, comparison: Comparison) -> None:
+    console.print(comparison_table(comparison, console.width))
+    for warning in comparison.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    verdict = comparison.verdict()
+    console.print(verdict_table(verdict, console.width))
+    console.print(improvement_text(verdict), highlight=False)
+    chart = quality_chart(comparison, width=min(console.width, 100))
     if chart:
         console.print(Text.from_ansi(chart))
+    if comparison.folder:
+        console.print(f"[dim]comparison folder:[/] {comparison.folder}", highlight=False, soft_wrap=True)
 
 
-def quality_chart(original: RunSummary, optimized: RunSummary, width: int = 80) -> str:
-    """Validation score against wall time for both runs on one plotext chart (time-to-quality)."""
+def quality_chart(comparison: Comparison, width: int = 80) -> str:
+    """Validation score against wall time for every run on one plotext chart (time-to-quality)."""
     import plotext as plt
 
-    curves = [(summary.trainer, summary.learning.validations) for summary in (original, optimized)]
+    curves = [(f"{side.label} s{summary.seed}" if len(side.summaries) > 1 else side.label, summary.learning.validations)
+              for side in (comparison.left, comparison.right) for summary in side.summaries]
     if not any(validations for _, validations in curves):
         return ""
     plt.clear_figure()
     plt.plotsize(width, 16)
-    plt.title("validation score (validation and its mirror) against wall time")
+    plt.title("validation score against wall time")
     plt.xlabel("seconds")
     for name, validations in curves:
         if validations:
             plt.plot([v["elapsed_s"] for v in validations], [v["val_score"] for v in validations], label=name, marker="braille")
-    if optimized.learning.quality_target:
-        plt.hline(optimized.learning.quality_target)
+    targets = [s.learning.quality_target for s in comparison.right.summaries if s.learning.quality_target is not None]
+    if targets:
+        plt.hline(float(np.mean(targets)))
     return plt.build()

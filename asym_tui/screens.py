@@ -8,44 +8,65 @@ import pandas as pd
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
+from rich.markup import escape
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
-from asym_tui.tables import HISTORY_COLUMNS, METRIC_COLUMNS, comparison_cells, history_cells, metrics_cells, number
-from asym_tui.widgets import Chart
-from engine.compare import by_trainer
+from asym_tui.tables import (HISTORY_COLUMNS, METRIC_COLUMNS, VERDICT_COLUMNS, comparison_cells, comparison_title, history_cells,
+                             improvement_text, metrics_cells, number, verdict_cells)
+from asym_tui.widgets import Chart, SeedChart
+from engine.compare import Comparison, comparison_of
 from engine.events import RunSummary
 from engine.runs import list_runs
 
 
 class ComparisonScreen(ModalScreen):
-    """The seed's comparison table for two runs, with the winner of each row."""
+    """The seed's comparison table for two sides (one run or several seeds each), with the winner of each
+    row, and the verdict: every seed as a point beside its side's IQM and 95 % interval."""
 
     BINDINGS = [Binding("escape,q", "dismiss", "Close")]
 
-    def __init__(self, original: RunSummary, optimized: RunSummary, title: str = "Original vs optimized"):
+    def __init__(self, comparison: Comparison, title: str | None = None):
         super().__init__()
-        self.original, self.optimized, self.title_text = original, optimized, title
+        self.comparison, self.title_text = comparison, title or comparison_title(comparison)
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="wide"):
+        with VerticalScroll(id="dialog", classes="wide"):
             yield Label(self.title_text, classes="dialog-title")
+            for warning in self.comparison.warnings:
+                yield Label(f"[yellow]warning:[/] {escape(warning)}", classes="warning")
             yield Chart("Validation score against wall time (time-to-quality)", "score", id="quality-chart")
             yield DataTable(id="comparison", cursor_type="row", zebra_stripes=True)
+            yield SeedChart(id="seed-chart")
+            yield DataTable(id="verdict", cursor_type="row", zebra_stripes=True)
+            yield Label(id="improvement")
             yield Button("Close (Esc)", id="close")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("metric", self.original.trainer, self.optimized.trainer, "winner")
-        for cells in comparison_cells(self.original, self.optimized):
+        comparison = self.comparison
+        table = self.query_one("#comparison", DataTable)
+        table.add_columns("metric", *comparison.labels, "winner")
+        for cells in comparison_cells(comparison):
             table.add_row(*cells)
-        lines = [(summary.trainer, [v["elapsed_s"] for v in summary.learning.validations], [v["val_score"] for v in summary.learning.validations])
-                 for summary in (self.original, self.optimized)]
-        self.query_one("#quality-chart", Chart).draw(lines)
+        self.query_one("#quality-chart", Chart).draw([(label, [v["elapsed_s"] for v in s.learning.validations],
+                                                       [v["val_score"] for v in s.learning.validations])
+                                                      for side in (comparison.left, comparison.right)
+                                                      for s in side.summaries for label in [seed_label(side, s)]])
+        verdict = comparison.verdict()
+        verdicts = self.query_one("#verdict", DataTable)
+        verdicts.add_columns(*VERDICT_COLUMNS)
+        for cells in verdict_cells(verdict):
+            verdicts.add_row(*cells)
+        self.query_one("#seed-chart", SeedChart).draw(verdict)
+        self.query_one("#improvement", Label).update(improvement_text(verdict))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss()
+
+
+def seed_label(side, summary: RunSummary) -> str:
+    return f"{side.label} s{summary.seed}" if len(side.summaries) > 1 else side.label
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -197,9 +218,11 @@ class HistoryScreen(Screen):
             self.notify("Mark two runs with Space first", severity="warning")
             return
         by_path = {run["path"]: run["summary"] for run in self.runs}
-        first, second = by_trainer(*(by_path.get(path, RunSummary()) for path in self.marked))
-        names = {id(by_path.get(path)): path.name for path in self.marked}
-        self.app.push_screen(ComparisonScreen(first, second, f"{names.get(id(first), '?')} vs {names.get(id(second), '?')}"))
+        first, second = (by_path.get(path, RunSummary()) for path in self.marked)
+        comparison = comparison_of([first], [second])
+        names = {id(summary): path.name for path, summary in zip(self.marked, (first, second))}
+        left, right = (names[id(side.summaries[0])] for side in (comparison.left, comparison.right))
+        self.app.push_screen(ComparisonScreen(comparison, f"{left} vs {right}"))
 
 
 class DoctorScreen(ModalScreen):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from rich import box
 from rich.table import Table
 
-from engine.compare import ComparisonRow, comparison_rows
+from engine.compare import Comparison, ComparisonRow
 from engine.events import RunSummary
 
 MISSING = "N/A"
@@ -48,6 +48,15 @@ def timing_text(elapsed_s: float, duration_s: float) -> str:
     return f"{clock(elapsed_s)}/{clock(duration_s)}, {clock(max(0.0, duration_s - elapsed_s))} left"
 
 
+def result_text(summary: RunSummary) -> str:
+    """A finished run in one line: throughput, test Sharpe next to buy-and-hold, unseen series next to the rule."""
+    unseen = summary.unseen
+    unseen_text = (f"; unseen series Sharpe {unseen['agent_sharpe']:.2f} vs trailing rule {unseen['trailing_rule_sharpe']:.2f}"
+                   if unseen else "")
+    return (f"{number(summary.throughput.episodes_per_min, '{:,.0f}')} episodes/min, test Sharpe {number(summary.test_metric('agent', 'sharpe'))} "
+            f"vs buy-and-hold {number(summary.test_metric('buy_and_hold', 'sharpe'))}{unseen_text}")
+
+
 UNIT_PATTERNS = {"$": "${:,.2f}", "%": "{:,.1f}%", "MB": "{:,.0f} MB", "s": "{:,.0f} s", "×": "{:,.1f}×", "count": "{:,.0f}", "": "{:,.2f}"}
 
 
@@ -57,10 +66,10 @@ def comparison_cell(row: ComparisonRow, value: float | None) -> str:
     return number(value, UNIT_PATTERNS[row.unit])
 
 
-def comparison_cells(original: RunSummary, optimized: RunSummary) -> list[tuple[str, str, str, str]]:
-    """(metric, original, optimized, winner) for every row of the comparison, speedup included."""
-    return [(row.metric, comparison_cell(row, row.original), comparison_cell(row, row.optimized), row.winner)
-            for row in comparison_rows(original, optimized)]
+def comparison_cells(comparison: Comparison) -> list[tuple[str, str, str, str]]:
+    """(metric, left, right, winner) for every row of the comparison, speedup included (means over seeds)."""
+    return [(row.metric, comparison_cell(row, row.left), comparison_cell(row, row.right), comparison.winner(row))
+            for row in comparison.rows()]
 
 
 def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], width: int = 200,
@@ -81,9 +90,41 @@ def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
     return table
 
 
-def comparison_table(original: RunSummary, optimized: RunSummary, width: int = 200) -> Table:
-    return rich_table("Original vs optimized", ("metric", original.trainer, optimized.trainer, "winner"),
-                      comparison_cells(original, optimized), width, left=("winner",))
+def comparison_title(comparison: Comparison) -> str:
+    seeds = max(len(comparison.left.summaries), len(comparison.right.summaries))
+    return f"{comparison.left.label} vs {comparison.right.label}" + (f" (means over {seeds} seeds)" if seeds > 1 else "")
+
+
+def comparison_table(comparison: Comparison, width: int = 200) -> Table:
+    return rich_table(comparison_title(comparison), ("metric", *comparison.labels, "winner"), comparison_cells(comparison), width,
+                      left=("winner",))
+
+
+VERDICT_COLUMNS = ("side", "per seed", "mean", "IQM", "95% interval", "worst", "time to quality")
+
+
+def verdict_cells(verdict: dict) -> list[tuple[str, ...]]:
+    """One row per side: each seed's score, mean, IQM, the bootstrap interval, the worst seed, time-to-quality."""
+    rows = []
+    for label, side in verdict["sides"].items():
+        quality = ", ".join("never" if t is None else f"{t:.0f}" for t in side["time_to_quality_s"]) + " s"
+        rows.append((label, ", ".join(number(value) for value in side["runs"]), number(side["mean"]), number(side["iqm"]),
+                     f"[{number(side['interval'][0])}, {number(side['interval'][1])}]", number(side["worst"]), quality))
+    return rows
+
+
+def verdict_table(verdict: dict, width: int = 200) -> Table:
+    return rich_table(f"Verdict: {verdict['measure']}", VERDICT_COLUMNS, verdict_cells(verdict), width,
+                      ("side", "per seed", "IQM", "95% interval"), left=("per seed", "time to quality"))
+
+
+def improvement_text(verdict: dict) -> str:
+    """"P(optimized (ppo) > original) = 0.94 [0.78, 1.00]" — rliable's probability of improvement."""
+    improvement = verdict.get("probability_of_improvement")
+    if not improvement:
+        return "the two sides were judged on different measures: no probability of improvement"
+    low, high = improvement["interval"]
+    return f"P({improvement['of']}) = {improvement['value']:.2f} [{low:.2f}, {high:.2f}] (95% stratified bootstrap)"
 
 
 METRIC_COLUMNS = ("policy", "return", "Sharpe", "Sortino", "max DD", "Calmar", "trades", "win rate", "long", "short", "flat")

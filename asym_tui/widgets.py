@@ -71,6 +71,9 @@ class ControlPanel(Vertical):
             yield Input(id="duration", compact=True, validators=[Function(is_duration, "use a duration like 30s, 2m or 1h")])
             yield Label("Data source")
             yield Input(id="data", placeholder="synthetic, file, folder or glob", compact=True)
+            yield Label("Seeds per trainer (compare)")
+            yield Input("1", id="seeds", type="integer", compact=True,
+                        validators=[Integer(1, 100, failure_description="seeds per trainer must be 1–100")])
 
 
 @dataclass
@@ -254,6 +257,25 @@ def line_colour(label: str, index: int) -> str:
         if label.startswith(trainer):
             return colour if "val" not in label else ("red" if trainer == "original" else "green")
     return EXTRA_COLOURS[index % len(EXTRA_COLOURS)]
+
+
+class SeedChart(PlotextPlot):
+    """A verdict at a glance: each seed's score as a point, beside its side's IQM and 95 % interval."""
+
+    def draw(self, verdict: dict) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        sides = list(verdict["sides"].items())
+        for index, (label, side) in enumerate(sides, start=1):
+            colour = line_colour(label, index - 1)
+            plt.scatter([index - 0.15] * len(side["runs"]), side["runs"], color=colour, marker="dot")
+            plt.plot([index + 0.15] * 2, list(side["interval"]), color=colour, marker="braille")
+            plt.scatter([index + 0.15], [side["iqm"]], color=colour, marker="x")
+        plt.xticks(list(range(1, len(sides) + 1)), [label for label, _ in sides])
+        plt.xlim(0.5, len(sides) + 0.5)
+        self.border_title = f"{verdict['measure']}: seeds (•), IQM (x) and 95% interval"
+        self.refresh()
 
 
 class ChartGrid(Grid):

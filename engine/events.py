@@ -86,6 +86,7 @@ class Throughput:
     elapsed_s: float = 0.0
     train_s: float = 0.0
     warmup_s: float = 0.0
+    duration_s: float = 0.0  # the run's time budget (0: none)
     episodes_per_min: float | None = None
     steps_per_s: float | None = None
     optimizer_steps: int | None = None

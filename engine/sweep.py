@@ -1,5 +1,6 @@
 """Sweeps: a grid of runs (any run-config field as an axis, times seeds), one run folder per trial.
 
+`execute_trials` is the executor every many-run command shares (sweep, compare --seeds, walkforward).
 The local executor runs trials one after another in this process and needs nothing extra. The Ray
 executor runs the same trials through Ray Tune (`tune.Tuner` with `grid_search`), on a local Ray
 instance or a cluster, with fractional GPUs per trial. Both write the same `sweep.csv` / `sweep.json`:
@@ -108,10 +109,10 @@ def failed_row(trial: Trial, status: str, error: str) -> dict:
             "error": error}
 
 
-def run_trial(base: RunConfig, trial: Trial, sweep_dir: Path, stop: threading.Event | None = None) -> dict:
+def run_trial(base: RunConfig, trial: Trial, sweep_dir: Path, stop: threading.Event | None = None, on_event=None) -> dict:
     """One trial as a normal run folder; a failure becomes a row with its error, never an exception."""
     try:
-        outcome = execute_run(trial_config(base, trial, sweep_dir), stop=stop)
+        outcome = execute_run(trial_config(base, trial, sweep_dir), on_event=on_event, stop=stop)
     except Exception as exc:  # a failed trial is recorded; the sweep goes on
         return failed_row(trial, "failed", f"{type(exc).__name__}: {exc}")
     summary = outcome.summary
@@ -139,22 +140,32 @@ def new_sweep_dir(out_dir: str, name: str) -> Path:
     return folder.resolve()
 
 
-def run_local(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict, stop: threading.Event | None = None,
-              on_row=None) -> list[dict]:
+def execute_trials(base: RunConfig, trials: list[Trial], folder: Path, stop: threading.Event | None = None, on_event=None, on_row=None,
+                   on_rows=None, ray: str | None = None, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0) -> list[dict]:
+    """Every trial as a run folder under `folder`, here one after another or through Ray (`ray`: "local" or
+    a cluster address); finished trials are skipped (resume). `on_row` gets each trial's row as it ends,
+    `on_rows` all rows so far (to keep a table on disk current); progress events stream from local runs only."""
+    if ray:
+        return run_ray(base, trials, folder, None if ray == "local" else ray, cpus_per_trial, gpus_per_trial, on_row, on_rows)
+    return run_local(base, trials, folder, stop, on_row, on_rows, on_event)
+
+
+def run_local(base: RunConfig, trials: list[Trial], folder: Path, stop: threading.Event | None = None, on_row=None, on_rows=None,
+              on_event=None) -> list[dict]:
     rows = []
     for trial in trials:
         if stop is not None and stop.is_set():
             break
-        row = finished_row(trial, sweep_dir) or run_trial(base, trial, sweep_dir, stop)
+        row = finished_row(trial, folder) or run_trial(base, trial, folder, stop, on_event)
         rows.append(row)
-        write_tables(sweep_dir, spec, rows)
-        if on_row:
-            on_row(row)
+        for callback, value in ((on_rows, rows), (on_row, row)):
+            if callback:
+                callback(value)
     return rows
 
 
-def run_ray(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict, address: str | None,
-            cpus_per_trial: float, gpus_per_trial: float, on_row=None) -> list[dict]:
+def run_ray(base: RunConfig, trials: list[Trial], folder: Path, address: str | None, cpus_per_trial: float, gpus_per_trial: float,
+            on_row=None, on_rows=None) -> list[dict]:
     """The same trials through Ray Tune: one Tune trial per grid point, resources per trial."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # honour verbose=0: our own table is the report
     import ray
@@ -162,7 +173,7 @@ def run_ray(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict, a
 
     logging.getLogger("ray").setLevel(logging.WARNING)
 
-    done = {trial.name: row for trial in trials if (row := finished_row(trial, sweep_dir))}
+    done = {trial.name: row for trial in trials if (row := finished_row(trial, folder))}
     pending = [trial for trial in trials if trial.name not in done]
     rows = list(done.values())
     if pending:
@@ -172,14 +183,13 @@ def run_ray(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict, a
 
         def trainable(point: dict) -> None:
             trial = Trial(point["name"], point["params"], point["seed"])
-            tune.report(run_trial(RunConfig(**base_values), trial, Path(point["sweep_dir"])))
+            tune.report(run_trial(RunConfig(**base_values), trial, Path(point["folder"])))
 
-        space = {"trial": tune.grid_search([{"name": t.name, "params": t.params, "seed": t.seed, "sweep_dir": str(sweep_dir)}
-                                            for t in pending])}
+        space = {"trial": tune.grid_search([{"name": t.name, "params": t.params, "seed": t.seed, "folder": str(folder)} for t in pending])}
         tuner = tune.Tuner(
             tune.with_resources(lambda config: trainable(config["trial"]), {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
             param_space=space,
-            run_config=tune.RunConfig(name="ray", storage_path=str(sweep_dir / "ray"), verbose=0),
+            run_config=tune.RunConfig(name="ray", storage_path=str(folder / "ray"), verbose=0),
         )
         results = tuner.fit()
         by_name = {trial.name: trial for trial in pending}
@@ -191,5 +201,6 @@ def run_ray(base: RunConfig, trials: list[Trial], sweep_dir: Path, spec: dict, a
             rows.append(row)
             if on_row:
                 on_row(row)
-    write_tables(sweep_dir, spec, rows)
+    if on_rows:
+        on_rows(rows)
     return rows

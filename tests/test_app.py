@@ -13,6 +13,7 @@ from asym_tui.app import AsymApp
 from asym_tui.screens import ComparisonScreen, ConfirmScreen, HistoryScreen
 from asym_tui.widgets import KeyNumber
 from conftest import TINY_RUN
+from engine.compare import comparison_of
 from engine.config import load_config, save_user_preset
 from engine.events import LogMessage, Progress, RunSummary
 
@@ -22,7 +23,7 @@ SIZE = (120, 40)
 def fake_summary(trainer, episodes_per_min, sharpe) -> RunSummary:
     metrics = lambda s: {"sharpe": s, "total_return": 0.01, "max_drawdown": -0.05, "sortino": 1.0, "trades": 3,
                          "win_rate": 0.5, "exposure": 0.5, "cagr": 0.1, "volatility": 0.2, "calmar": 1.0}
-    return RunSummary.from_json({"trainer": trainer, "status": "completed", "stop_reason": "duration reached", "device_label": "CPU",
+    return RunSummary.from_json({"trainer": trainer, "algorithm": "reinforce" if trainer == "original" else "ppo", "status": "completed", "stop_reason": "duration reached", "device_label": "CPU",
             "throughput": {"episodes_per_min": episodes_per_min, "steps_per_s": episodes_per_min * 8, "episodes": 100,
                            "optimizer_steps": int(episodes_per_min), "optimizer_steps_per_s": episodes_per_min / 60},
             "resources": {"utilisation_mean": 50.0, "peak_memory_mb": 500.0}, "final_portfolio": 10_100.0,
@@ -67,9 +68,9 @@ class FakeRunner:
         self.configs.append(config)
         return (self._emit(config.trainer, on_event, stop),)
 
-    def compare(self, config, on_event, stop):
+    def compare(self, config, on_event, stop, seeds=1):
         self.configs.append(config)
-        return (self._emit("original", on_event, stop), self._emit("optimized", on_event, stop))
+        return comparison_of([self._emit("original", on_event, stop).summary], [self._emit("optimized", on_event, stop).summary])
 
 
 async def wait_for(pilot, condition, seconds=30.0):
@@ -139,9 +140,9 @@ async def test_compare_ends_with_the_comparison_table(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         app.action_compare()
         await wait_for(pilot, lambda: isinstance(app.screen, ComparisonScreen) and any(t.row_count for t in app.screen.query(DataTable)))
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one("#comparison", DataTable)
         rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
-        assert rows["episodes/min"][1:] == ["100.00", "5,000.00", "optimized"]
+        assert rows["episodes/min"][1:] == ["100.00", "5,000.00", "optimized (ppo)"]
         assert rows["speedup (episodes/min)"][1] == "1.0×"
         assert rows["episodes"][1:3] == ["100", "100"] and rows["optimizer steps"][2] == "5,000"  # counts are whole
         assert rows["speedup (episodes/min)"][2] == "50.0×"

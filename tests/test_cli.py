@@ -63,11 +63,29 @@ def test_train_then_eval_then_compare_folders(tmp_path, capsys):
 def test_compare_trains_both_and_prints_the_table(tmp_path, capsys):
     assert main(["compare", *tiny_flags(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for row in ("episodes/min", "CPU use", "peak memory", "final portfolio", "Sharpe (test)", "max drawdown", "speedup"):
+    for row in ("episodes/min", "CPU use", "peak memory", "final portfolio", "Sharpe (test)", "max drawdown", "speedup", "Verdict"):
         assert row in out
-    summaries = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/summary.json")]
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("compare-*/*/summary.json")]
     assert sorted(s["trainer"] for s in summaries) == ["optimized", "original"]
     assert len({s["seed"] for s in summaries}) == 1 and len({s["data"] for s in summaries}) == 1
+
+
+def test_compare_over_seeds_reports_each_seed_the_iqm_its_interval_and_the_probability_of_improvement(tmp_path, capsys):
+    assert main(["compare", *tiny_flags(tmp_path), "--seeds", "2", "--seed", "5", "--json", "--set", "unseen_series=2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    verdict = report["verdict"]
+    assert verdict["measure"] == "Sharpe on unseen series" and report["labels"] == ["original", "optimized (ppo)"]
+    for label, side in verdict["sides"].items():
+        assert side["seeds"] == [5, 6] and len(side["runs"]) == 2
+        low, high = side["interval"]
+        assert low <= side["iqm"] <= high and side["worst"] == min(side["runs"])
+        assert len(side["time_to_quality_s"]) == 2
+    improvement = verdict["probability_of_improvement"]
+    assert 0 <= improvement["interval"][0] <= improvement["value"] <= improvement["interval"][1] <= 1
+    assert improvement["of"] == "optimized (ppo) > original"
+    folder = tmp_path / "runs" / report["folder"].split("/")[-1]
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["optimized-seed5", "optimized-seed6", "original-seed5", "original-seed6"]
+    assert json.loads((folder / "compare.json").read_text())["verdict"] == verdict
 
 
 def test_presets_list_and_show(capsys):
@@ -104,13 +122,21 @@ def test_scriptable_outputs_and_version(tiny_config, tmp_path, capsys):
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"asym-tui {VERSION}" and VERSION != "0+unknown"
     sets = [f"--set={k}={v}" for k, v in TINY_RUN.items() if k not in ("data", "max_episodes", "duration_s")]
-    assert main(["train", "--data", TINY_RUN["data"], "--episodes", "8", "--out", str(tmp_path), "--name", "a", "--json", *sets]) == 0
+    assert main(["train", "--data", TINY_RUN["data"], "--episodes", "8", "--out", str(tmp_path), "--name", "a", "--json", *sets, "--set", "duration_s=0"]) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["run_dir"] == str(tmp_path / "a") and trained["status"] == "completed"
     assert trained["throughput"]["optimizer_steps"] > 0 and "sharpe" in trained["test"]["agent"]
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--json"]) == 0
     compared = json.loads(capsys.readouterr().out)
     assert {row["metric"] for row in compared["rows"]} >= {"optimizer steps/s", "Sharpe (unseen series)", "time to quality"}
+    assert any("same run" in warning for warning in compared["warnings"]) and {row["winner"] for row in compared["rows"]} == {"—"}
+    assert main(["train", "--data", TINY_RUN["data"], "--episodes", "8", "--out", str(tmp_path), "--name", "b", "--algorithm", "reinforce", *sets,
+                 "--set", "duration_s=0"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json"]) == 0
+    compared = json.loads(capsys.readouterr().out)
+    assert compared["labels"] == ["optimized (ppo)", "optimized (reinforce)"] and not compared["warnings"]
+    assert {row["winner"] for row in compared["rows"]} <= {"optimized (ppo)", "optimized (reinforce)", "—"}
     assert main(["data", "inspect", "synthetic:days=4", "--json", "--macro-window", "64", "--micro-window", "16"]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["rows"] == 4 * 288 and facts["timeframe_s"] == 300 and len(facts["segments"]) == 1

@@ -7,6 +7,7 @@ import pytest
 
 from asym_tui.app import AsymApp
 from asym_tui.screens import ComparisonScreen
+from engine.compare import comparison_of
 from test_app import FakeRunner, fake_summary, wait_for
 
 SIZES = [(80, 24), (100, 30), (160, 50)]
@@ -42,7 +43,7 @@ def test_main_screen_after_a_finished_run(snap_compare, tmp_path, size):
 
 def test_comparison_screen(snap_compare, tmp_path):
     async def show_table(pilot):
-        pilot.app.push_screen(ComparisonScreen(fake_summary("original", 100.0, 0.4), fake_summary("optimized", 5000.0, 1.2)))
+        pilot.app.push_screen(ComparisonScreen(comparison_of([fake_summary("original", 100.0, 0.4)], [fake_summary("optimized", 5000.0, 1.2)])))
         await pilot.pause()
 
     assert snap_compare(make_app(tmp_path, FakeRunner()), terminal_size=(120, 40), run_before=show_table)
