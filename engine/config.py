@@ -28,7 +28,7 @@ CHOICES = {
 }
 POSITIVE = {"rollout_steps", "ppo_epochs", "ppo_minibatches", "clip_coef", "num_envs", "episode_steps", "macro_every", "gradient_accumulation_steps", "update_minibatch", "reward_scale",
             "lr_macro", "lr_micro", "grad_clip", "macro_window", "micro_window", "initial_equity", "position_size"}
-NON_NEGATIVE = {"unseen_series", "validation_series", "value_coef", "duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
+NON_NEGATIVE = {"purge_bars", "unseen_series", "validation_series", "value_coef", "duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
 FRACTIONS = {"gamma", "train_fraction", "validation_fraction"}
 
 
@@ -52,6 +52,9 @@ class RunConfig:
     micro_window: int = 60  # bars in the micro (short) feature window, 5 h
     train_fraction: float = 0.70  # first part of the series, for training
     validation_fraction: float = 0.15  # next part, for validation during training; the rest is the test split
+    test_windows: str = ""  # explicit test windows "START/END[,START/END...]" (ISO times, UTC) instead of the last part of the data
+    train_window: str = ""  # with test_windows: the "START/END" data training and validation use (empty: all of it)
+    purge_bars: int = 0  # with test_windows: bars left out on both sides of each test window (0: macro_window + indicator warm-up)
     mirror_train: bool = False  # also train on the train split's mirror image (no net direction to exploit)
     episode_steps: int = 500  # steps per training episode
     position_size: float = 1.0  # fraction of equity per exposure level (1.0 = no leverage)
@@ -163,6 +166,14 @@ def validate(config: RunConfig, origin: str = "config") -> RunConfig:
         raise ConfigError(f"{origin}: run_name {config.run_name!r} must be a plain folder name (no '/', '..' or absolute path)")
     if not 0 < config.gae_lambda <= 1:
         raise ConfigError(f"{origin}: gae_lambda must be in (0, 1], got {config.gae_lambda}")
+    test_windows = parse_windows(config.test_windows, "test_windows", origin)
+    for (_, end), (start, _) in zip(test_windows, test_windows[1:]):
+        if end is None or start is None or start < end:
+            raise ConfigError(f"{origin}: test_windows must be in time order without overlaps ({config.test_windows})")
+    if config.train_window and not test_windows:
+        raise ConfigError(f"{origin}: train_window needs test_windows (without them the splits are by fractions)")
+    if config.train_window and len(parse_windows(config.train_window, "train_window", origin)) != 1:
+        raise ConfigError(f"{origin}: train_window is one START/END pair, got {config.train_window!r}")
     if config.train_fraction + config.validation_fraction >= 1:
         raise ConfigError(f"{origin}: train_fraction + validation_fraction must leave a test split (< 1)")
     if config.micro_window > config.macro_window or config.micro_window < 2:
@@ -172,6 +183,28 @@ def validate(config: RunConfig, origin: str = "config") -> RunConfig:
     if config.trainer == "optimized" and config.min_num_envs > config.num_envs:
         raise ConfigError(f"{origin}: min_num_envs ({config.min_num_envs}) must be <= num_envs ({config.num_envs})")
     return config
+
+
+def parse_windows(text: str, key: str = "test_windows", origin: str = "config") -> list[tuple]:
+    """'2024-01-01/2024-02-01,2024-03-01/2024-04-01' → [(start, end), ...] as UTC timestamps; either end of a
+    pair may be empty (open)."""
+    import pandas as pd
+
+    windows = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        first, sep, second = item.partition("/")
+        try:
+            start, end = (utc(pd.Timestamp(value.strip())) if value.strip() else None for value in (first, second))
+        except (ValueError, TypeError):
+            raise ConfigError(f"{origin}: {key} {item!r}: use START/END with ISO times, e.g. 2024-01-01/2024-02-01") from None
+        if not sep or (start is not None and end is not None and start >= end):
+            raise ConfigError(f"{origin}: {key} {item!r}: use START/END with START before END")
+        windows.append((start, end))
+    return windows
+
+
+def utc(stamp):
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any], origin: str) -> RunConfig:

@@ -7,6 +7,7 @@ Everything is vectorized with pandas rolling windows; no per-row Python loop.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,16 +32,28 @@ class Features:
     macro: np.ndarray  # (rows, len(INDICATORS) * 3) float32
     micro: np.ndarray  # (rows, len(INDICATORS) * 3) float32
     close: np.ndarray  # (rows,) float64
-    timestamps: np.ndarray  # (rows,) datetime64[ns], UTC
+    timestamps: np.ndarray  # (rows,) datetime64[ns] in UTC (no zone attached)
     segment_lengths: tuple[int, ...] | None = None  # independent series back to back (mirror augmentation)
     trend: np.ndarray | None = None  # (rows,) raw mean log return over the macro window (the trailing-return rule)
+    segment_names: tuple[str, ...] | None = None  # the series (symbol) of each segment, where the data has several
 
     def __len__(self) -> int:
         return len(self.close)
 
     def rows(self, selection: slice) -> Features:
+        """Rows of one continuous series (its name, if it has one, stays)."""
         trend = None if self.trend is None else self.trend[selection]
-        return Features(self.macro[selection], self.micro[selection], self.close[selection], self.timestamps[selection], None, trend)
+        name = self.segment_names if self.segment_names and len(self.segment_names) == 1 else None
+        return Features(self.macro[selection], self.micro[selection], self.close[selection], self.timestamps[selection], None, trend, name)
+
+    def by_series(self) -> dict[str, Features]:
+        """The segments of each named series (symbol), joined per series; {} when the series have no names."""
+        if not self.segment_names or len(set(self.segment_names)) < 2:
+            return {}
+        bounds = np.cumsum((0, *(self.segment_lengths or (len(self),))))
+        pieces = [(name, self.rows(slice(a, b))) for name, a, b in zip(self.segment_names, bounds[:-1], bounds[1:])]
+        return {name: concatenate([dataclasses.replace(piece, segment_names=(name,)) for named, piece in pieces if named == name])
+                for name in dict.fromkeys(self.segment_names)}
 
     def between(self, start=None, end=None) -> Features:
         """The rows with start <= timestamp < end (None: open), of one continuous series."""
@@ -60,7 +73,8 @@ def concatenate(pieces: list[Features]) -> Features:
     join = lambda name: np.concatenate([getattr(piece, name) for piece in pieces])
     trend = None if any(piece.trend is None for piece in pieces) else join("trend")
     lengths = tuple(length for piece in pieces for length in (piece.segment_lengths or (len(piece),)))
-    return Features(join("macro"), join("micro"), join("close"), join("timestamps"), lengths, trend)
+    names = tuple(name for piece in pieces for name in (piece.segment_names or ("",) * len(piece.segment_lengths or (0,))))
+    return Features(join("macro"), join("micro"), join("close"), join("timestamps"), lengths, trend, names if any(names) else None)
 
 
 @dataclass
@@ -88,7 +102,7 @@ class Normalizer:
         return Features(
             scaled(features.macro, self.macro_mean, self.macro_std),
             scaled(features.micro, self.micro_mean, self.micro_std),
-            features.close, features.timestamps, features.segment_lengths, features.trend,
+            features.close, features.timestamps, features.segment_lengths, features.trend, features.segment_names,
         )
 
     def state_dict(self) -> dict:
@@ -150,6 +164,12 @@ def indicator_frame(candles: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def utc_times(stamps: pd.Series) -> np.ndarray:
+    """datetime64[ns] in UTC (without a zone): fast to search and compare, unlike an array of Timestamps."""
+    index = pd.DatetimeIndex(stamps)
+    return (index.tz_convert(None) if index.tz is not None else index).to_numpy()
+
+
 def _aggregate(indicators: pd.DataFrame, window: int) -> np.ndarray:
     rolling = indicators.rolling(window)
     parts = [rolling.mean().to_numpy(), rolling.std(ddof=0).to_numpy(), indicators.to_numpy()]
@@ -172,7 +192,7 @@ def build_features(candles: pd.DataFrame, macro_window: int = 492, micro_window:
         macro=macro.astype(np.float32),
         micro=micro.astype(np.float32),
         close=candles["close"].to_numpy(dtype=np.float64)[first_row:],
-        timestamps=candles["timestamp"].to_numpy()[first_row:],
+        timestamps=utc_times(candles["timestamp"])[first_row:],
         trend=macro[:, INDICATORS.index("log_return")].astype(np.float64),
     )
 
@@ -195,7 +215,10 @@ def series_features(candles: pd.DataFrame, macro_window: int = 492, micro_window
     for piece in pieces:
         part = candles.iloc[piece]
         try:
-            built.append((part, build_features(part, macro_window, micro_window)))
+            features = build_features(part, macro_window, micro_window)
+            if "series" in part:
+                features.segment_names = (str(part["series"].iloc[0]),)
+            built.append((part, features))
         except DataError:
             if len(pieces) == 1:
                 raise
@@ -207,13 +230,53 @@ def series_features(candles: pd.DataFrame, macro_window: int = 492, micro_window
     return built, notes
 
 
-def split_by_time(pieces: list[Features], train_fraction: float = 0.70, validation_fraction: float = 0.15) -> dict[str, Features]:
-    """Train / validation / test by two time cuts shared by every segment (70 / 15 / 15 of all rows by default)."""
-    stamps = np.sort(np.concatenate([piece.timestamps for piece in pieces]))
-    bounds = split_bounds(len(stamps), train_fraction, validation_fraction)
-    cuts = {"train": (None, stamps[bounds["train"].stop]), "validation": (stamps[bounds["train"].stop], stamps[bounds["validation"].stop]),
-            "test": (stamps[bounds["validation"].stop], None)}
-    return {name: concatenate([piece.between(*cut) for piece in pieces]) for name, cut in cuts.items()}
+Interval = tuple[np.datetime64, np.datetime64]  # [start, end) in UTC
+EARLIEST, LATEST = np.datetime64("1900-01-01", "ns"), np.datetime64("2200-01-01", "ns")  # open ends
+
+
+@dataclass(frozen=True)
+class SplitWindows:
+    """Explicit test windows (walk-forward folds, CPCV groups) instead of the last part of the data.
+
+    Training and validation take the bars of `train` (default: all) that lie further than `purge` from
+    every test window, before and after: no feature of a test bar is computed from training bars, and no
+    training bar's features are computed from test bars. Validation is the latest part of those bars."""
+
+    tests: tuple[Interval, ...]
+    train: Interval = (EARLIEST, LATEST)
+    purge: np.timedelta64 = np.timedelta64(0, "ns")
+
+    def training(self) -> list[Interval]:
+        intervals = [self.train]
+        for start, end in self.tests:
+            intervals = [piece for a, b in intervals for piece in ((a, min(b, start - self.purge)), (max(a, end + self.purge), b)) if piece[0] < piece[1]]
+        return intervals
+
+
+def clipped(intervals: list[Interval], start: np.datetime64 = EARLIEST, end: np.datetime64 = LATEST) -> list[Interval]:
+    return [(max(a, start), min(b, end)) for a, b in intervals if max(a, start) < min(b, end)]
+
+
+def split_intervals(stamps: np.ndarray, train_fraction: float, validation_fraction: float,
+                    windows: SplitWindows | None = None) -> dict[str, list[Interval]]:
+    """The time intervals of train / validation / test: by fractions of all rows (70 / 15 / 15 by default),
+    or around explicit test windows, validation being the last share of the training bars."""
+    if windows is None:
+        bounds = split_bounds(len(stamps), train_fraction, validation_fraction)
+        first, second = stamps[bounds["train"].stop], stamps[bounds["validation"].stop]
+        return {"train": [(EARLIEST, first)], "validation": [(first, second)], "test": [(second, LATEST)]}
+    allowed = windows.training()
+    inside = stamps[np.any([(stamps >= a) & (stamps < b) for a, b in allowed], axis=0)] if allowed else stamps[:0]
+    if len(inside) < 2 * MIN_FEATURE_ROWS:
+        raise DataError(f"only {len(inside):,} bars are left for training and validation around the test window(s); "
+                        "widen the training window or shorten the purge")
+    cut = inside[int(len(inside) * train_fraction / (train_fraction + validation_fraction))]
+    return {"train": clipped(allowed, end=cut), "validation": clipped(allowed, start=cut), "test": list(windows.tests)}
+
+
+def take(pieces: list[Features], intervals: list[Interval]) -> Features:
+    """The rows of every piece inside the intervals, each stretch its own segment."""
+    return concatenate([piece.between(a, b) for piece in pieces for a, b in intervals])
 
 
 def prepare_splits(
@@ -223,8 +286,10 @@ def prepare_splits(
     train_fraction: float = 0.70,
     validation_fraction: float = 0.15,
     mirror_train: bool = False,
+    windows: SplitWindows | None = None,
 ) -> MarketSplits:
-    """Features of each continuous segment, split by time, normalized with train statistics only.
+    """Features of each continuous segment, split by time (shared by every segment and symbol), normalized
+    with train statistics only.
 
     `mirror_train` appends the train split's mirror image (see `mirror_candles`) as more training
     segments, so the training data has no net direction: an agent can't profit from "always long" (or
@@ -232,24 +297,35 @@ def prepare_splits(
     validation split's mirror is kept apart for model selection."""
     built, notes = series_features(candles, macro_window, micro_window)
     pieces = [features for _, features in built]
-    splits = split_by_time(pieces, train_fraction, validation_fraction)
-    train_end, validation_end = splits["validation"].timestamps[0], splits["test"].timestamps[0]
+    intervals = split_intervals(np.sort(np.concatenate([piece.timestamps for piece in pieces])), train_fraction, validation_fraction, windows)
+    splits = {name: take(pieces, parts) for name, parts in intervals.items()}
+    validation_end = splits["validation"].timestamps.max() + np.timedelta64(1, "ns")
     # Each segment mirrored up to the validation split's end, so mirrored features have their full history.
     mirrored = []
-    for part, _ in built:
+    for part, features in built:
         try:
-            mirrored.append(build_features(mirror_candles(part[part["timestamp"] < validation_end]), macro_window, micro_window))
+            mirror = build_features(mirror_candles(part[utc_times(part["timestamp"]) < validation_end]), macro_window, micro_window)
         except DataError:  # a segment with too little before the validation end has no mirror to offer
             continue
+        mirrored.append(dataclasses.replace(mirror, segment_names=features.segment_names))
     train = splits["train"]
-    if mirror_train:
-        train = concatenate([train, *[piece.between(None, train_end) for piece in mirrored]])
+    if mirror_train and mirrored:
+        train = concatenate([train, take(mirrored, intervals["train"])])
     normalizer = Normalizer.fit(train)
-    validation_mirror = concatenate([piece.between(train_end, validation_end) for piece in mirrored]) if mirrored else None
+    try:
+        validation_mirror = normalizer.apply(take(mirrored, intervals["validation"]))
+    except DataError:  # no segment has a mirror of its validation part
+        validation_mirror = None
     bar_seconds = candles.attrs["timeframe"].total_seconds() if "timeframe" in candles.attrs else 300.0
     return MarketSplits(train=normalizer.apply(train), validation=normalizer.apply(splits["validation"]),
                         test=normalizer.apply(splits["test"]), normalizer=normalizer, bar_seconds=bar_seconds, notes=tuple(notes),
-                        validation_mirror=None if validation_mirror is None else normalizer.apply(validation_mirror))
+                        validation_mirror=validation_mirror)
+
+
+def split_by_time(pieces: list[Features], train_fraction: float = 0.70, validation_fraction: float = 0.15) -> dict[str, Features]:
+    """Train / validation / test by two time cuts shared by every segment (70 / 15 / 15 of all rows by default)."""
+    stamps = np.sort(np.concatenate([piece.timestamps for piece in pieces]))
+    return {name: take(pieces, parts) for name, parts in split_intervals(stamps, train_fraction, validation_fraction).items()}
 
 
 def feature_names() -> list[str]:

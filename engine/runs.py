@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.config import RunConfig, apply_overrides
+from engine.config import RunConfig, apply_overrides, parse_windows
 from engine.data import MAX_GAP_BARS, load_candles
 from engine.errors import RunError
 from engine.files import WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from engine.events import Learning, Resources, RunSummary, Throughput
 from engine.evaluation import evaluate_split, unseen_report, unseen_sources
-from engine.features import MarketSplits, Normalizer, prepare_splits
+from engine.features import EARLIEST, INDICATOR_WARMUP, LATEST, MarketSplits, Normalizer, SplitWindows, prepare_splits
 from engine.selection import synthetic_validation_series
 from engine.metrics import periods_per_year
 from engine.model import layer_counts, parameter_counts
@@ -104,13 +104,24 @@ def prepare_data(config: RunConfig) -> MarketSplits:
         warnings.simplefilter("always")
         candles = load_candles(config.data)
     splits = prepare_splits(candles, config.macro_window, config.micro_window, config.train_fraction, config.validation_fraction,
-                            config.mirror_train)
+                            config.mirror_train, split_windows(config, candles))
     notes = [str(warning.message) for warning in caught]
     if candles.attrs.get("gaps"):
         notes.append(f"{config.data}: {candles.attrs['gaps']:,} gap(s), {candles.attrs['missing_bars']:,} missing bar(s), not filled; "
                      f"gaps over {MAX_GAP_BARS} bars end a segment that episodes never cross")
     selection = synthetic_validation_series(config.data, config.validation_series, splits.normalizer, config.macro_window, config.micro_window)
     return dataclasses.replace(splits, notes=(*notes, *splits.notes), selection_series=selection)
+
+
+def split_windows(config: RunConfig, candles) -> SplitWindows | None:
+    """The config's explicit test windows (walk-forward, CPCV) as the splitter takes them, or None."""
+    if not config.test_windows:
+        return None
+    as_time = lambda stamp, open_end: open_end if stamp is None else np.datetime64(stamp.tz_convert(None), "ns")
+    pairs = lambda text: [(as_time(a, EARLIEST), as_time(b, LATEST)) for a, b in parse_windows(text)]
+    bar = candles.attrs["timeframe"].to_timedelta64() if "timeframe" in candles.attrs else np.timedelta64(300, "s")
+    purge = config.purge_bars or config.macro_window + INDICATOR_WARMUP
+    return SplitWindows(tuple(pairs(config.test_windows)), *(pairs(config.train_window) or [(EARLIEST, LATEST)]), purge * bar)
 
 
 def resume_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:
@@ -313,7 +324,7 @@ def build_summary(config: RunConfig, trainer: Trainer, result: TrainResult, eval
                             "volatility": "sample standard deviation (ddof 1) x sqrt(periods_per_year)",
                             "sortino_downside": "sqrt(mean(min(r, 0)^2)) over all bars"},
         throughput=Throughput(episodes=last.episodes, env_steps=last.env_steps, elapsed_s=last.elapsed_s, train_s=last.train_s,
-                              warmup_s=last.warmup_s, episodes_per_min=last.episodes_per_min, steps_per_s=last.steps_per_s,
+                              warmup_s=last.warmup_s, duration_s=config.duration_s, episodes_per_min=last.episodes_per_min, steps_per_s=last.steps_per_s,
                               optimizer_steps=last.micro_updates, optimizer_steps_per_s=last.optimizer_steps_per_s,
                               rollout_s=last.rollout_s, update_s=last.update_s),
         training={"loss": last.loss, "mean_episode_return": last.mean_episode_return, "train_sharpe": last.train_sharpe,

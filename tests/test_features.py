@@ -35,7 +35,7 @@ def test_shapes_dtypes_and_alignment(candles):
     assert features.macro.dtype == np.float32 and features.micro.dtype == np.float32
     assert np.isfinite(features.macro).all() and np.isfinite(features.micro).all()
     np.testing.assert_array_equal(features.close, candles["close"].to_numpy()[-len(features):])
-    np.testing.assert_array_equal(features.timestamps, candles["timestamp"].to_numpy()[-len(features):])
+    np.testing.assert_array_equal(features.timestamps, candles["timestamp"].dt.tz_convert(None).to_numpy()[-len(features):])
 
 
 def test_features_are_scale_free(candles):

@@ -284,7 +284,7 @@ def test_a_long_gap_ends_a_segment_that_nothing_crosses(tmp_path, tiny_config):
     splits = prepare_splits(candles, 64, 16)
     train = splits.train
     assert len(train.segment_lengths) == 2
-    second_start = train.timestamps[train.segment_lengths[0]]
+    second_start = pd.Timestamp(train.timestamps[train.segment_lengths[0]], tz="UTC")
     assert second_start >= late["timestamp"].iloc[0] + pd.Timedelta(minutes=5 * (48 + 64 - 1))  # warmed up again
     env = VectorizedTradingEnv(train, 512, EnvConfig(episode_steps=50))
     env.reset()
