@@ -17,7 +17,7 @@ from rich.markup import escape
 from asym_tui.console import headline, make_console, print_comparison, print_json, print_run_summary, progress_display
 from asym_tui.info import cmd_data_inspect, cmd_doctor, cmd_presets_list, cmd_presets_show
 from asym_tui.tables import bench_table, metrics_table, sweep_table
-from engine.config import load_config, parse_duration
+from engine.config import FEE_LEVELS, load_config, parse_duration
 from engine.errors import UserError
 from engine.runs import VERSION
 
@@ -61,7 +61,7 @@ def build_parser() -> Parser:
 
     train = commands.add_parser("train", help="train one agent headless, with a progress bar")
     add_run_options(train)
-    train.add_argument("--trainer", choices=("original", "optimized"))
+    train.add_argument("--trainer", choices=("original", "optimized"), help="one episode at a time (original) or vectorized (optimized, default)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its folder")
     train.set_defaults(handler=cmd_train)
 
@@ -162,7 +162,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the policy")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, help="capture the rollout as a CUDA graph")
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="seeds torch, numpy and the environments (default 0)")
+    parser.add_argument("--fees", choices=tuple(FEE_LEVELS), help="a venue's fee level: " + ", ".join(
+        f"{name} {100 * c:.3g}%%+{100 * s:.3g}%%" for name, (c, s) in FEE_LEVELS.items()))
+    parser.add_argument("--fee", type=float, metavar="RATE", help="commission per trade, a fraction of the notional (0.001 = 0.1%%)")
+    parser.add_argument("--slippage", type=float, metavar="RATE", help="slippage per trade, a fraction of the notional")
+    parser.add_argument("--position-size", type=float, metavar="F", help="fraction of equity per exposure level (at most 1)")
+    parser.add_argument("--no-short", action="store_true", default=None, help="long or flat only")
     parser.add_argument("--out", help="folder for run folders (default: runs)")
     parser.add_argument("--name", help="run folder name")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any run-config field (repeatable)")
@@ -176,6 +182,11 @@ def overrides_from(args) -> dict:
              "cuda_graphs": args.cuda_graphs, "device": args.device, "seed": args.seed, "out_dir": args.out,
              "run_name": args.name, "max_episodes": args.episodes, "trainer": getattr(args, "trainer", None),
              "algorithm": args.algorithm, "tensorboard": args.tensorboard}
+    if args.fees:
+        flags["commission"], flags["slippage"] = FEE_LEVELS[args.fees]
+    flags.update({"commission": args.fee if args.fee is not None else flags.get("commission"),
+                  "slippage": args.slippage if args.slippage is not None else flags.get("slippage"),
+                  "position_size": args.position_size, "allow_short": False if args.no_short else None})
     overrides = {key: value for key, value in flags.items() if value is not None}
     if args.duration is not None:
         overrides["duration_s"] = parse_duration(args.duration)

@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.table import Column
 from rich.text import Text
 
-from asym_tui.tables import comparison_table, improvement_text, metrics_table, number, stage_text, timing_text, verdict_table
+from asym_tui.tables import (comparison_table, improvement_text, metrics_table, number, series_table, stage_text, timing_text,
+                             verdict_table)
 from engine.compare import Comparison
 from engine.events import LogMessage, Progress, RunSummary
 
@@ -83,7 +84,8 @@ def headline(outcome) -> dict:
 def print_run_summary(console: Console, outcome) -> None:
     summary: RunSummary = outcome.summary
     throughput, training = summary.throughput, summary.training
-    console.print(f"[bold]{summary.trainer}[/] run {summary.status} ({summary.stop_reason})", highlight=False)
+    console.print(f"[bold]{summary.trainer}[/] run {summary.status} ({escape(summary.stop_reason)}) · {summary.data} · {summary.fee_model}",
+                  highlight=False)
     console.print(f"  {summary.algorithm}: {throughput.episodes:,} episodes, {throughput.env_steps:,} env-steps in "
                   f"{throughput.train_s:.1f} s of training ({number(throughput.steps_per_s, '{:,.0f}')} steps/s, "
                   f"{number(throughput.optimizer_steps_per_s, '{:,.1f}')} optimizer steps/s; warm-up {throughput.warmup_s:.1f} s "
@@ -92,6 +94,8 @@ def print_run_summary(console: Console, outcome) -> None:
         console.print(f"  selection: {summary.selected_model['verdict']}", highlight=False)
     if summary.test:
         console.print(metrics_table(summary.test, "Test split (greedy agent vs baselines)", console.width))
+    if summary.test_by_series:
+        console.print(series_table(summary.test_by_series, "Test split by symbol", console.width))
     unseen = summary.unseen
     if unseen:
         console.print(f"  unseen series ({len(unseen['series'])}): agent Sharpe {unseen['agent_sharpe']:.2f} · trailing rule "

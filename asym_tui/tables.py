@@ -147,6 +147,17 @@ def metrics_table(by_policy: dict[str, dict], title: str, width: int = 200) -> T
     return rich_table(title, METRIC_COLUMNS, metrics_cells(by_policy), width, NARROW_METRIC_COLUMNS)
 
 
+SERIES_COLUMNS = ("symbol", "agent Sharpe", "agent return", "trades", "buy-and-hold", "trailing rule", "best constant")
+
+
+def series_table(by_series: dict[str, dict], title: str, width: int = 200) -> Table:
+    """One row per symbol: the agent next to buy-and-hold, the rule and the best constant (Sharpe)."""
+    cells = [(name, number(p["agent"]["sharpe"]), number(100 * p["agent"]["total_return"], "{:+.2f}%"), number(p["agent"].get("trades", 0), "{:,}"),
+              number(p["buy_and_hold"]["sharpe"]), number(p["trailing_rule"]["sharpe"]), number(p["best_constant"]["sharpe"]))
+             for name, p in by_series.items()]
+    return rich_table(title, SERIES_COLUMNS, cells, width)
+
+
 HISTORY_COLUMNS = ("", "run", "trainer", "status", "episodes/min", "test Sharpe", "B&H Sharpe", "final portfolio", "device")
 
 

@@ -32,6 +32,31 @@ NON_NEGATIVE = {"purge_bars", "unseen_series", "validation_series", "value_coef"
 FRACTIONS = {"gamma", "train_fraction", "validation_fraction"}
 
 
+# Common venue fee levels (regular tier, as published by Binance in 2024-2026): commission and slippage as fractions of
+# the notional traded at each change of exposure. Taker orders cross the spread (slippage); maker orders rest in the book.
+FEE_LEVELS = {
+    "spot-taker": (0.0010, 0.0005),  # spot, market orders: 0.10 % + slippage (the default)
+    "spot-bnb": (0.00075, 0.0005),  # spot, fees paid in BNB: 25 % off
+    "spot-maker": (0.0010, 0.0),  # spot, limit orders that rest: 0.10 %, no slippage
+    "perp-taker": (0.0005, 0.0005),  # USD-M perpetual futures, market orders: 0.05 % + slippage
+    "perp-maker": (0.0002, 0.0),  # USD-M perpetual futures, resting limit orders: 0.02 %
+    "zero": (0.0, 0.0),  # no costs at all: what the market offers before fees
+}
+
+
+def fee_model(commission: float, slippage: float) -> str:
+    """The fee model in words, named after its venue level when it is one: every result header shows it."""
+    venue = next((name for name, level in FEE_LEVELS.items() if level == (commission, slippage)), "")
+    return (f"fees {100 * commission:.3g}% + slippage {100 * slippage:.3g}% of each trade's notional"
+            + (f" ({venue})" if venue else " (custom)"))
+
+
+def trading_costs(config: RunConfig) -> str:
+    """Fees, and what else shapes every trade (shorts, position size): the header of every result."""
+    return (fee_model(config.commission, config.slippage) + ("" if config.allow_short else "; long or flat only")
+            + (f"; position size {config.position_size:g} of equity" if config.position_size != 1 else ""))
+
+
 @dataclass
 class RunConfig:
     """Everything a training run needs; presets and command-line flags override these defaults."""

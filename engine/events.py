@@ -128,6 +128,7 @@ class RunSummary:
     seed: int | None = None
     device: str = "?"
     device_label: str = "CPU"
+    fee_model: str = ""  # the costs every backtest and reward paid, in words (engine.config.fee_model)
     throughput: Throughput = field(default_factory=Throughput)
     training: dict = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
@@ -135,6 +136,7 @@ class RunSummary:
     events: list[dict] = field(default_factory=list)
     validation: dict[str, dict] = field(default_factory=dict)  # policy -> metrics, greedy backtests
     test: dict[str, dict] = field(default_factory=dict)
+    test_by_series: dict[str, dict] = field(default_factory=dict)  # symbol -> policy -> metrics, where the data holds several
     final_portfolio: float | None = None
     selected_model: dict | None = None
     learning: Learning = field(default_factory=Learning)

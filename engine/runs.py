@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.config import RunConfig, apply_overrides, parse_windows
+from engine.config import RunConfig, apply_overrides, parse_windows, trading_costs
 from engine.data import MAX_GAP_BARS, load_candles
 from engine.errors import RunError
 from engine.files import WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries
@@ -266,6 +266,9 @@ def finish_run(run_dir: Path, config: RunConfig, trainer: Trainer, splits: Marke
                    for name in ("validation", "test")}
     summary = build_summary(config, trainer, result, evaluations)
     summary.selected_model = selection
+    summary.test_by_series = {name: {policy: backtest.metrics for policy, backtest in evaluate_split(model, features, env_config, splits.bar_seconds,
+                                                                                                       config.seed).items()}
+                              for name, features in splits.test.by_series().items()}
     summary.learning = learning_record(config, trainer, model)
     atomic_write_json(run_dir / "summary.json", summary.to_json())
     write_equity(run_dir / "equity_test.csv", splits.test, evaluations["test"], config.initial_equity)
@@ -318,6 +321,7 @@ def build_summary(config: RunConfig, trainer: Trainer, result: TrainResult, eval
     summary = RunSummary(
         status=result.status, stop_reason=result.stop_reason, trainer=config.trainer, preset=config.preset,
         algorithm=config.learning_algorithm, data=config.data, seed=config.seed, device=trainer.device.type,
+        fee_model=trading_costs(config),
         device_label=last.device_label,
         metric_conventions={"bar_seconds": trainer.splits.bar_seconds, "periods_per_year": periods_per_year(trainer.splits.bar_seconds),
                             "risk_free_rate": 0.0, "returns": "simple per-bar returns of the equity curve, fees included",
