@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import pandas as pd
 from rich import box
 from rich.table import Table
 
@@ -156,6 +157,51 @@ def series_table(by_series: dict[str, dict], title: str, width: int = 200) -> Ta
               number(p["buy_and_hold"]["sharpe"]), number(p["trailing_rule"]["sharpe"]), number(p["best_constant"]["sharpe"]))
              for name, p in by_series.items()]
     return rich_table(title, SERIES_COLUMNS, cells, width)
+
+
+FOLD_COLUMNS = ("fold", "test window", "candidate", "agent", "trades", "buy-and-hold", "flat", "best const. (hindsight)", "trailing rule",
+                "validation")
+FOLD_NARROW = ("fold", "agent", "trades", "buy-and-hold", "trailing rule", "validation")
+
+
+def walkforward_table(rows: list[dict], title: str, width: int = 200) -> Table:
+    """One row per fold and candidate (means over seeds): the chosen policy next to the baselines out of sample;
+    "validation" says whether its validation showed an edge (else it held flat)."""
+    frame = pd.DataFrame([row for row in rows if "agent" in row])
+    cells = []
+    for (fold, candidate), part in frame.groupby(["fold", "candidate"], sort=False) if len(frame) else ():
+        edge = "no edge: flat" if part["no_edge"].all() else "edge" if not part["no_edge"].any() else f"edge {int((~part['no_edge']).sum())}/{len(part)}"
+        window = f"{part['test_start'].iloc[0][:10]}–{part['test_end'].iloc[0][:10]}"
+        cells.append((fold, window, candidate, number(part["agent"].mean()), number(part["trades"].mean(), "{:,.0f}"),
+                      number(part["buy_and_hold"].mean()), number(part["flat"].mean()),
+                      f"{number(part['best_constant'].mean())} ({part['best_constant_position'].iloc[0]})", number(part["trailing_rule"].mean()), edge))
+    failed = [row for row in rows if "agent" not in row]
+    table = rich_table(title, FOLD_COLUMNS, cells, width, FOLD_NARROW, left=("test window", "candidate", "best const. (hindsight)", "validation"))
+    if failed:
+        table.caption = f"{len(failed)} run(s) without a result: " + "; ".join(f"{row['trial']} ({row['status']})" for row in failed[:3])
+    return table
+
+
+AGGREGATE_COLUMNS = ("candidate", "folds × seeds", "mean", "IQM", "95% interval", "beats B&H", "beats flat", "P(> B&H)", "trading runs",
+                     "B&H mean")
+AGGREGATE_NARROW = ("candidate", "IQM", "95% interval", "beats B&H", "beats flat")
+
+
+def walkforward_aggregate_table(aggregate: dict, width: int = 200) -> Table:
+    cells = [(label, f"{a['folds']} × {a['seeds']}", number(a["mean"]), number(a["iqm"]), f"[{number(a['interval'][0])}, {number(a['interval'][1])}]",
+              f"{a['beats_buy_and_hold']:.0%}", f"{a['beats_flat']:.0%}", number(a["p_beats_buy_and_hold"]),
+              f"{a['trading_runs']}/{a['runs']}", number(a["buy_and_hold_mean"])) for label, a in aggregate.items()]
+    return rich_table("Aggregate over folds and seeds (out-of-sample Sharpe)", AGGREGATE_COLUMNS, cells, width, AGGREGATE_NARROW,
+                      left=("candidate",))
+
+
+def overfitting_text(pbo: dict | None) -> str:
+    if not pbo:
+        return "PBO: needs at least two candidates (--seeds 2, --trainers original,optimized or --grid) and enough test bars"
+    if pbo["pbo"] is None:
+        return f"PBO not defined: {pbo['reason']}"
+    return (f"probability of backtest overfitting (CSCV, {pbo['groups']} blocks, {pbo['splits']:,} splits, {pbo['candidates']} candidates): "
+            f"{pbo['pbo']:.2f} — the chance that the candidate best in sample is below the median out of sample")
 
 
 HISTORY_COLUMNS = ("", "run", "trainer", "status", "episodes/min", "test Sharpe", "B&H Sharpe", "final portfolio", "device")

@@ -140,30 +140,33 @@ def deflated_sharpe(returns, candidate_sharpes) -> float:
 
 # --- probability of backtest overfitting -------------------------------------------------------------
 
-def sharpe_columns(returns: np.ndarray) -> np.ndarray:
-    """Per-bar Sharpe of each column (0 where a column never moves)."""
-    std = returns.std(axis=0, ddof=1)
-    return np.divide(returns.mean(axis=0), std, out=np.zeros(returns.shape[1]), where=std > 0)
+def _sharpe_from_moments(count: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Per-bar Sharpe (sample std) from the count, sum and sum of squares of returns; 0 where nothing moves."""
+    mean = sums / count
+    variance = (squares - count * mean**2) / (count - 1)
+    return np.divide(mean, np.sqrt(np.maximum(variance, 0.0)), out=np.zeros_like(mean), where=variance > 1e-30)
 
 
 def backtest_overfitting(returns, groups: int = 16) -> dict:
     """CSCV: rows (bars) of a (bars, candidates) return matrix cut into `groups` blocks; for every way of
     taking half the blocks as in-sample, the candidate best in-sample is ranked out of sample. PBO is the
-    share of splits where it lands at or below the out-of-sample median (logit <= 0)."""
+    share of splits where it lands at or below the out-of-sample median (logit <= 0). Sharpe ratios of a
+    union of blocks come from per-block sums, so thousands of splits cost little."""
     matrix = np.asarray(returns, dtype=np.float64)
     bars, candidates = matrix.shape
     groups -= groups % 2
-    if candidates < 2 or groups < 2 or bars < groups:
-        raise ValueError(f"PBO needs at least 2 candidates and {groups} bars, got {candidates} candidates and {bars} bars")
+    if candidates < 2 or groups < 2 or bars < 2 * groups:
+        raise ValueError(f"PBO needs at least 2 candidates and {2 * groups} bars, got {candidates} candidates and {bars} bars")
     blocks = np.array_split(np.arange(bars), groups)
-    logits = []
-    for chosen in itertools.combinations(range(groups), groups // 2):
-        inside = np.concatenate([blocks[g] for g in chosen])
-        outside = np.concatenate([blocks[g] for g in range(groups) if g not in chosen])
-        best = int(np.argmax(sharpe_columns(matrix[inside])))
-        out_of_sample = sharpe_columns(matrix[outside])
-        rank = stats.rankdata(out_of_sample)[best] / (candidates + 1)  # in (0, 1): 1 = best out of sample
-        logits.append(math.log(rank / (1 - rank)))
-    logits = np.asarray(logits)
+    count = np.array([len(block) for block in blocks], dtype=np.float64)
+    sums = np.stack([matrix[block].sum(axis=0) for block in blocks])
+    squares = np.stack([(matrix[block] ** 2).sum(axis=0) for block in blocks])
+    inside = np.array([np.isin(np.arange(groups), chosen) for chosen in itertools.combinations(range(groups), groups // 2)], dtype=np.float64)
+    outside = 1.0 - inside
+    in_sample = _sharpe_from_moments((inside @ count)[:, None], inside @ sums, inside @ squares)
+    out_of_sample = _sharpe_from_moments((outside @ count)[:, None], outside @ sums, outside @ squares)
+    best = np.argmax(in_sample, axis=1)
+    ranks = stats.rankdata(out_of_sample, axis=1)[np.arange(len(best)), best] / (candidates + 1)  # in (0, 1): 1 = best out of sample
+    logits = np.log(ranks / (1 - ranks))
     return {"pbo": float(np.mean(logits <= 0)), "splits": len(logits), "groups": groups, "candidates": candidates,
             "logit_median": float(np.median(logits))}
