@@ -188,6 +188,8 @@ def cmd_sweep(args) -> int:
     base = load_config(args.preset, overrides)
     if not args.grid:
         raise UsageError("sweep needs at least one --grid KEY=V1,V2")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     grid = parse_grid(args.grid, base)
     trials = make_trials(grid, args.seeds, base.seed)
     sweep_dir = Path(args.resume).resolve() if args.resume else new_sweep_dir(base.out_dir, args.name or "")

@@ -90,6 +90,9 @@ def overrides_from(args) -> dict:
     overrides = {key: value for key, value in flags.items() if value is not None}
     if args.duration is not None:
         overrides["duration_s"] = parse_duration(args.duration)
+        if not overrides["duration_s"]:
+            raise UsageError(f"--duration {args.duration}: give a positive time; for no time limit leave it out and set a budget "
+                             "(--episodes, --total-steps or --set duration_s=0)")
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:

@@ -48,6 +48,8 @@ def parse_grid(items: list[str], base: RunConfig) -> dict[str, list]:
             raise ConfigError(f"--grid {item!r}: use KEY=V1,V2,...")
         if key not in known:
             raise ConfigError(f"--grid {item!r}: unknown key {key!r}; accepted keys: {', '.join(known)}")
+        if key in grid:
+            raise ConfigError(f"--grid {item!r}: {key} is already an axis; give all its values at once ({key}=V1,V2,...)")
         grid[key] = [getattr(apply_overrides(base, {key: v.strip()}, f"--grid {key}"), key) for v in values.split(",") if v.strip()]
     return grid
 
