@@ -2,10 +2,12 @@
 
 config (the run config, presets) → data (candles in, checked) → features (causal windows, splits) →
 env (one episode, or N on the device) → model (MacroNet, MicroNet, head, value head) →
-learners (REINFORCE, PPO: losses and optimizer steps) → loop (the training loop both trainers share) →
-trainers (how each collects experience) → events (what the UIs consume: Progress, LogMessage, RunSummary) →
-checkpoints and runs (a run folder start to finish) → compare, sweep, bench (many runs at once).
+learners (REINFORCE, PPO: losses and optimizer steps) → selection (what validation is, which weights a run
+keeps, "no edge ⇒ flat") → loop (the training loop both trainers share) → trainers (how each collects
+experience) → events (what the UIs consume: Progress, LogMessage, RunSummary) → checkpoints and runs (a run
+folder start to finish) → sweep (the executor), compare, walkforward, bench (many runs at once).
 
-Beside them: errors, files (atomic writes), metrics, evaluation (backtests and baselines), monitor (device
-readings), doctor, report (report.png), gym_env (Gymnasium front doors). `asym_tui` only renders.
+Beside them: errors, files (atomic writes), stats (IQM, bootstrap intervals, probability of improvement,
+PSR/DSR, PBO), metrics, evaluation (backtests and baselines), monitor (device readings), doctor, report
+(report.png), gym_env (Gymnasium front doors). `asym_tui` only renders.
 """
