@@ -138,6 +138,17 @@ def deflated_sharpe(returns, candidate_sharpes) -> float:
     return probabilistic_sharpe(returns, spread * expected_max_z(len(candidates)))
 
 
+def deflated_score(best: float, scores, bars: int, periods_per_year: float) -> float:
+    """DSR of the best of several annualized Sharpe scores measured on `bars` bars each, assuming normal
+    returns (skew 0, kurtosis 3) where only the scores are known: P(the best one's true Sharpe beats what
+    the best of this many noise-only candidates would show)."""
+    per_bar = np.asarray(scores, dtype=np.float64) / math.sqrt(periods_per_year)
+    per_bar = per_bar[np.isfinite(per_bar)]
+    sharpe = best / math.sqrt(periods_per_year)
+    benchmark = (per_bar.std(ddof=1) if len(per_bar) > 1 else 0.0) * expected_max_z(len(per_bar))
+    return float(stats.norm.cdf((sharpe - benchmark) * math.sqrt(bars - 1) / math.sqrt(1 + sharpe**2 / 2)))
+
+
 # --- probability of backtest overfitting -------------------------------------------------------------
 
 def _sharpe_from_moments(count: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> np.ndarray:

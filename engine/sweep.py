@@ -24,6 +24,7 @@ import pandas as pd
 
 from engine.config import ConfigError, RunConfig, apply_overrides, config_fields
 from engine.events import RunSummary
+from engine.stats import deflated_score
 from engine.runs import RunError, atomic_write_json, atomic_write_text, check_output_dir, execute_run, read_json, read_summary
 
 TABLE_COLUMNS = ("trial", "seed", "status", "episodes_per_min", "steps_per_s", "val_score", "val_sharpe", "test_sharpe",
@@ -129,9 +130,23 @@ def ranked(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda row: (score(row) is None, -(score(row) or 0.0)))
 
 
+def best_trial_dsr(rows: list[dict], sweep_dir: Path) -> dict | None:
+    """The top trial's validation score deflated for every trial compared (engine.stats.deflated_score)."""
+    scored = [row for row in ranked(rows) if row.get("val_score") is not None]
+    if len(scored) < 2:
+        return None
+    summary = read_summary(sweep_dir / scored[0]["trial"])
+    bars = int((summary.validation.get("agent") or {}).get("bars") or 0)
+    per_year = summary.metric_conventions.get("periods_per_year", 105_120.0)
+    if bars < 3:
+        return None
+    return {"trial": scored[0]["trial"], "val_score": scored[0]["val_score"], "candidates": len(scored),
+            "dsr": deflated_score(scored[0]["val_score"], [row["val_score"] for row in scored], bars, per_year)}
+
+
 def write_tables(sweep_dir: Path, spec: dict, rows: list[dict]) -> None:
     ordered = ranked(rows)
-    atomic_write_json(sweep_dir / "sweep.json", {**spec, "trials": ordered})
+    atomic_write_json(sweep_dir / "sweep.json", {**spec, "trials": ordered, "best_trial_dsr": best_trial_dsr(rows, sweep_dir)})
     atomic_write_text(sweep_dir / "sweep.csv", pd.DataFrame(ordered).to_csv(index=False))
 
 

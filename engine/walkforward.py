@@ -29,7 +29,7 @@ import pandas as pd
 from engine.config import ConfigError, RunConfig, load_config
 from engine.data import load_candles
 from engine.errors import RunError
-from engine.features import INDICATOR_WARMUP
+from engine.features import INDICATOR_WARMUP, utc_times
 from engine.runs import atomic_write_json, atomic_write_text, check_output_dir, read_json, read_summary
 from engine.metrics import periods_per_year
 from engine.stats import backtest_overfitting, bootstrap_interval, iqm, probability_of_improvement
@@ -50,17 +50,26 @@ class Fold:
         return {"train_window": pair(self.train), "test_windows": ",".join(map(pair, self.tests)), "purge_bars": purge_bars}
 
 
+MIN_COVERAGE = 0.9  # a fold needs this share of its train and test windows' bars in the data (gaps between files)
+
+
 @dataclass(frozen=True)
 class Span:
     start: pd.Timestamp
     end: pd.Timestamp  # one bar after the last
     bar: pd.Timedelta
+    stamps: np.ndarray  # every bar's time (datetime64, UTC), sorted, once per time across symbols
+
+    def coverage(self, start: pd.Timestamp, end: pd.Timestamp) -> float:
+        """The share of the bars of [start, end) that the data holds."""
+        first, last = np.searchsorted(self.stamps, [np.datetime64(t.tz_convert(None), "ns") for t in (start, end)])
+        return (last - first) / max(1.0, (end - start) / self.bar)
 
 
 def data_span(source: str) -> Span:
     candles = load_candles(source)
     bar = candles.attrs["timeframe"]
-    return Span(candles["timestamp"].min(), candles["timestamp"].max() + bar, bar)
+    return Span(candles["timestamp"].min(), candles["timestamp"].max() + bar, bar, np.unique(utc_times(candles["timestamp"])))
 
 
 def default_purge(config: RunConfig) -> int:
@@ -68,31 +77,34 @@ def default_purge(config: RunConfig) -> int:
 
 
 def walk_forward_folds(span: Span, train: pd.Timedelta, test: pd.Timedelta, step: pd.Timedelta, purge_bars: int) -> list[Fold]:
-    """Rolling origin: equal train windows moved by `step`, each followed after the purge by its test window."""
+    """Rolling origin: equal train windows moved by `step`, each followed after the purge by its test window;
+    positions where the data (files with gaps between them) does not cover both windows are passed over."""
     gap = purge_bars * span.bar
-    folds = []
-    while True:
-        start = span.start + len(folds) * step
+    folds, start = [], span.start
+    while start + train + gap + test <= span.end:
         test_start = start + train + gap
-        if test_start + test > span.end:
-            break
-        folds.append(Fold(f"fold{len(folds):02d}", (start, start + train), ((test_start, test_start + test),)))
+        if min(span.coverage(start, start + train), span.coverage(test_start, test_start + test)) >= MIN_COVERAGE:
+            folds.append(Fold(f"fold{len(folds):02d}", (start, start + train), ((test_start, test_start + test),)))
+        start += step
     if not folds:
-        raise ConfigError(f"the data spans {span.end - span.start}; one fold needs train {train} + purge {gap} + test {test}")
+        raise ConfigError(f"no fold fits the data: each needs train {train} + purge {gap} + test {test} of (nearly) gap-free bars, and "
+                          f"the data spans {span.end - span.start}; choose shorter windows (data inspect lists the continuous stretches)")
     return folds
 
 
 def default_windows(span: Span, purge_bars: int, folds: int = 4) -> tuple[pd.Timedelta, pd.Timedelta]:
-    """Without --train/--test: half the data to train, the rest in `folds` test windows (stepped by one test)."""
-    train = (span.end - span.start) / 2
-    return train, (span.end - span.start - train - purge_bars * span.bar) / folds
+    """Without --train/--test: half the bars to train, the rest in `folds` test windows (stepped by one test)."""
+    bars = len(span.stamps)
+    return bars // 2 * span.bar, max(1, (bars - bars // 2 - purge_bars) // folds) * span.bar
 
 
 def cpcv_folds(span: Span, groups: int, test_groups: int) -> tuple[list[Fold], list[tuple[pd.Timestamp, pd.Timestamp]]]:
-    """Every choice of `test_groups` of `groups` equal time groups as one split (the purge comes from the run config)."""
+    """N groups holding equal numbers of bars; every choice of K of them is one split's test set (the purge
+    and embargo around each come from the run config)."""
     if not 2 <= groups <= 12 or not 1 <= test_groups < groups:
         raise ConfigError(f"--cpcv N,K needs 2 <= N <= 12 groups and 1 <= K < N test groups, got {groups},{test_groups}")
-    edges = [span.start + (span.end - span.start) * i / groups for i in range(groups + 1)]
+    cuts = [pd.Timestamp(span.stamps[len(span.stamps) * i // groups], tz="UTC") for i in range(groups)]
+    edges = [span.start, *cuts[1:], span.end]
     windows = list(zip(edges[:-1], edges[1:]))
     folds = [Fold(f"split{index:02d}", (span.start, span.end), tuple(windows[g] for g in chosen))
              for index, chosen in enumerate(itertools.combinations(range(groups), test_groups))]

@@ -103,3 +103,15 @@ def test_pbo_with_one_real_edge_is_near_zero():
 def test_pbo_refuses_too_little():
     with pytest.raises(ValueError):
         stats.backtest_overfitting(np.zeros((100, 1)))
+
+
+def test_deflated_score_of_the_best_of_several_sweep_trials_by_hand():
+    scores, bars, per_year = [10.0, 5.0, 8.0, -2.0], 4000, 105_120.0
+    per_bar = [s / math.sqrt(per_year) for s in scores]
+    mean = sum(per_bar) / 4
+    spread = math.sqrt(sum((x - mean) ** 2 for x in per_bar) / 3)
+    normal, gamma = NormalDist(), 0.5772156649015329
+    benchmark = spread * ((1 - gamma) * normal.inv_cdf(1 - 1 / 4) + gamma * normal.inv_cdf(1 - 1 / (4 * math.e)))
+    best = 10.0 / math.sqrt(per_year)
+    expected = normal.cdf((best - benchmark) * math.sqrt(bars - 1) / math.sqrt(1 + best**2 / 2))
+    assert stats.deflated_score(10.0, scores, bars, per_year) == pytest.approx(expected, rel=1e-9)

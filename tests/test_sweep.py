@@ -29,7 +29,10 @@ def test_local_sweep_runs_a_2x2_grid_of_run_folders(tmp_path, capsys):
     for trial in table["trial"]:
         assert (tmp_path / "local" / trial / "summary.json").is_file() and (tmp_path / "local" / trial / "checkpoint.pt").is_file()
     assert list(table["val_score"]) == sorted(table["val_score"], reverse=True)
-    assert "ranked by validation score" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ranked by validation score" in out and "deflated Sharpe of the top trial" in out
+    assert spec["best_trial_dsr"]["trial"] == table["trial"].iloc[0] and 0 <= spec["best_trial_dsr"]["dsr"] <= 1
+    assert spec["best_trial_dsr"]["candidates"] == 4
 
 
 @pytest.fixture

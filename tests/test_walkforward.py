@@ -22,8 +22,15 @@ def month_csv(tmp_path_factory):
     return str(path)
 
 
+def span_of(start, end, gaps=()):
+    stamps = pd.date_range(start, end, freq=BAR, inclusive="left", tz="UTC")
+    for first, last in gaps:
+        stamps = stamps[(stamps < pd.Timestamp(first, tz="UTC")) | (stamps >= pd.Timestamp(last, tz="UTC"))]
+    return Span(pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"), BAR, stamps.tz_convert(None).to_numpy())
+
+
 def test_walk_forward_folds_leave_the_purge_between_train_and_test():
-    span = Span(pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-03-01", tz="UTC"), BAR)
+    span = span_of("2024-01-01", "2024-03-01")
     folds = walk_forward_folds(span, pd.Timedelta(days=20), pd.Timedelta(days=7), pd.Timedelta(days=7), purge_bars=540)
     assert len(folds) == 5
     for index, fold in enumerate(folds):
@@ -32,8 +39,16 @@ def test_walk_forward_folds_leave_the_purge_between_train_and_test():
         assert test_start == train_end + 540 * BAR and test_end <= span.end
 
 
+def test_folds_pass_over_the_gaps_between_monthly_files():
+    span = span_of("2024-01-01", "2024-06-01", gaps=[("2024-02-05", "2024-04-20")])  # January and May only
+    folds = walk_forward_folds(span, pd.Timedelta(days=20), pd.Timedelta(days=5), pd.Timedelta(days=5), purge_bars=540)
+    assert folds and all(min(span.coverage(*fold.train), span.coverage(*fold.tests[0])) >= 0.9 for fold in folds)
+    assert {fold.tests[0][0].month for fold in folds} <= {1, 2, 5}
+    assert [fold.name for fold in folds] == [f"fold{i:02d}" for i in range(len(folds))]
+
+
 def test_cpcv_splits_every_choice_of_test_groups():
-    span = Span(pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-01-31", tz="UTC"), BAR)
+    span = span_of("2024-01-01", "2024-01-31")
     folds, windows = cpcv_folds(span, 5, 2)
     assert len(folds) == 10 and len(windows) == 5
     assert all(len(fold.tests) == 2 for fold in folds)
