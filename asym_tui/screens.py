@@ -15,7 +15,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 
 from asym_tui.tables import (HISTORY_COLUMNS, METRIC_COLUMNS, VERDICT_COLUMNS, comparison_cells, comparison_title, history_cells,
                              improvement_text, metrics_cells, number, verdict_cells)
-from asym_tui.widgets import Chart, SeedChart
+from asym_tui.charts import Chart, SeedChart
 from engine.compare import Comparison, comparison_of
 from engine.events import RunSummary
 from engine.runs import list_runs
@@ -32,16 +32,18 @@ class ComparisonScreen(ModalScreen):
         self.comparison, self.title_text = comparison, title or comparison_title(comparison)
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="dialog", classes="wide"):
+        with VerticalScroll(id="dialog", classes="full"):
             yield Label(self.title_text, classes="dialog-title")
             for warning in self.comparison.warnings:
                 yield Label(f"[yellow]warning:[/] {escape(warning)}", classes="warning")
-            yield Chart("Validation score against wall time (time-to-quality)", "score", id="quality-chart")
-            yield DataTable(id="comparison", cursor_type="row", zebra_stripes=True)
-            yield SeedChart(id="seed-chart")
+            with Horizontal(id="comparison-top"):  # the table beside both charts, so the verdict below needs no scrolling
+                yield DataTable(id="comparison", cursor_type="row", zebra_stripes=True)
+                with Vertical(id="comparison-charts"):
+                    yield Chart("Validation score against wall time", "score", short_title="Time to quality", id="quality-chart")
+                    yield SeedChart(id="seed-chart")
             yield DataTable(id="verdict", cursor_type="row", zebra_stripes=True)
             yield Label(id="improvement")
-            yield Button("Close (Esc)", id="close")
+            yield Button("Close (Esc)", id="close", compact=True)
 
     def on_mount(self) -> None:
         comparison = self.comparison
@@ -134,6 +136,7 @@ class RunDetailScreen(Screen):
     def on_mount(self) -> None:
         path: Path = self.run["path"]
         summary: RunSummary = self.run["summary"]
+        name = summary.trainer
         self.query_one("#run-title", Static).update(
             f"[b]{path.name}[/b] — {summary.trainer} · {summary.status} · "
             f"{number(summary.throughput.episodes_per_min, '{:,.0f}')} episodes/min · {path}")
@@ -141,7 +144,6 @@ class RunDetailScreen(Screen):
             frame = pd.read_csv(path / "metrics.csv")
             frame = frame[(frame["phase"] == "training") & (frame["episodes"] > 0)]  # no ramp from a made-up (0, 0)
             seconds, xmax = frame["elapsed_s"].tolist(), float(frame["elapsed_s"].max()) if len(frame) else None
-            name = summary.trainer
             self.query_one("#detail-throughput", Chart).draw([(name, seconds, frame["episodes_per_min"].tolist())], xmax=xmax)
             self.query_one("#detail-sharpe", Chart).draw([(f"{name} train", seconds, frame["train_sharpe"].tolist()),
                                                           (f"{name} val", seconds, frame["val_sharpe"].astype(float).tolist())], xmax=xmax)
@@ -149,7 +151,8 @@ class RunDetailScreen(Screen):
         if (path / "equity_test.csv").is_file():
             equity = pd.read_csv(path / "equity_test.csv")
             bars = list(range(len(equity)))
-            self.query_one("#detail-equity", Chart).draw([(name, bars, equity[f"{name}_equity"].tolist()) for name in ("agent", "buy_and_hold")])
+            self.query_one("#detail-equity", Chart).draw([(f"{name} agent", bars, equity["agent_equity"].tolist()),
+                                                          ("buy-and-hold", bars, equity["buy_and_hold_equity"].tolist())])
         table = self.query_one("#detail-metrics", DataTable)
         table.add_columns("policy (test)", *METRIC_COLUMNS[1:])
         for cells in metrics_cells(summary.test):

@@ -1,33 +1,34 @@
-"""The main screen's parts: control panel, status line, key numbers, charts. Each only shows state it is given."""
+"""The main screen's parts besides controls and charts: status line, key numbers, PPO diagnostics, log.
+Each only shows state it is given, fitted to its width: fields are dropped whole, never cut."""
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.validation import Function, Integer
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
-from textual_plotext import PlotextPlot
+from textual.containers import Grid
+from textual.widgets import RichLog, Static
 
-from asym_tui.tables import number, timing_text
-from engine.config import ConfigError, parse_duration
+from asym_tui.tables import clock, number, timing_text
 from engine.events import Progress, RunSummary
-from engine.monitor import num_envs_limit
 
-TRAINER_CHOICES = [("Optimized", "optimized"), ("Original", "original"), ("Both (compare)", "both")]
-ALGORITHM_CHOICES = [("PPO", "ppo"), ("REINFORCE", "reinforce")]
-TRAINER_COLOURS = {"original": "orange", "optimized": "cyan"}  # one colour per trainer in every chart and legend
-EXTRA_COLOURS = ("magenta", "green", "yellow", "red")
+Part = tuple[int, list[str]]  # (rank: higher ranks shorten first, its texts from longest to shortest; "" drops it)
 
 
-def is_duration(text: str) -> bool:
-    try:
-        return parse_duration(text) > 0
-    except ConfigError:
-        return False
+def fit_parts(parts: list[Part], width: int, separator: str = " · ") -> str:
+    """The parts joined, each shortened or dropped in rank order (highest first) until the line fits `width`."""
+    choice = [0] * len(parts)
+
+    def line() -> str:
+        return separator.join(texts[c] for (_, texts), c in zip(parts, choice) if texts[c])
+
+    for index in sorted(range(len(parts)), key=lambda i: -parts[i][0]):
+        while Text.from_markup(line()).cell_len > width and choice[index] < len(parts[index][1]) - 1:
+            choice[index] += 1
+    return line()
 
 
 def compact(value: float | None, prefix: str = "") -> str:
@@ -40,40 +41,10 @@ def compact(value: float | None, prefix: str = "") -> str:
     return f"{prefix}{value:,.0f}"
 
 
-class ControlPanel(Vertical):
-    """Start and Stop always in view; below them preset (with its description), trainer, algorithm, AMP,
-    compile, num_envs, duration and data source."""
-
-    def __init__(self, presets: list[str], device_type: str, selected: str, **kwargs):
-        super().__init__(**kwargs)
-        self.presets, self.device_type, self.selected = presets, device_type, selected
-        self.border_title = "1 controls"
-
-    def compose(self) -> ComposeResult:
-        with Horizontal(id="buttons"):
-            yield Button("Start", id="start", variant="success", tooltip="s")
-            yield Button("Stop", id="stop", variant="error", disabled=True, tooltip="x")
-        with VerticalScroll(id="fields"):
-            yield Label("Preset")
-            yield Select([(name, name) for name in self.presets], id="preset", allow_blank=False, compact=True, value=self.selected)
-            yield Static(id="preset-description")
-            yield Label("Trainer")
-            yield Select(TRAINER_CHOICES, id="trainer", allow_blank=False, value="optimized", compact=True)
-            yield Select(ALGORITHM_CHOICES, id="algorithm", allow_blank=False, value="ppo", compact=True,
-                         tooltip="the optimized trainer's algorithm (the original always runs REINFORCE)")
-            yield Checkbox("AMP", id="amp", compact=True)
-            yield Checkbox("torch.compile", id="compile", compact=True)
-            limit = num_envs_limit(self.device_type)
-            yield Label(f"num_envs (1–{limit:,} on {self.device_type})")
-            yield Input(id="num_envs", type="integer", compact=True,
-                        validators=[Integer(1, limit, failure_description=f"num_envs must be 1–{limit:,} on {self.device_type}")])
-            yield Label("Duration (30s, 2m, 1h)")
-            yield Input(id="duration", compact=True, validators=[Function(is_duration, "use a duration like 30s, 2m or 1h")])
-            yield Label("Data source")
-            yield Input(id="data", placeholder="synthetic, file, folder or glob", compact=True)
-            yield Label("Seeds per trainer (compare)")
-            yield Input("1", id="seeds", type="integer", compact=True,
-                        validators=[Integer(1, 100, failure_description="seeds per trainer must be 1–100")])
+def memory_text(megabytes: float | None) -> str:
+    if megabytes is None:
+        return "N/A"
+    return f"{megabytes / 1024:.1f} GB" if megabytes >= 1024 else f"{megabytes:,.0f} MB"
 
 
 @dataclass
@@ -108,6 +79,7 @@ KEY_NUMBERS = {"episodes-min": ("eps/min", "episodes/min"), "steps-s": ("steps/s
                "device": ("CPU %", "CPU % (process)"), "memory": ("memory", "memory (process)"), "episodes": ("episodes", "episodes"),
                "portfolio": ("value", "portfolio"), "return": ("return", "return"), "Sharpe": ("Sharpe", "Sharpe"),
                "max-DD": ("max DD", "max drawdown")}
+POLICY_CARDS = ("portfolio", "return", "Sharpe", "max-DD")
 WIDE_CARD = 14  # a card this wide takes the long title
 
 
@@ -128,7 +100,7 @@ class KeyNumber(Static):
 
 class KeyNumbers(Grid):
     """The numbers a user glances at: throughput and resources on top; the policy's result below, its
-    source (train episodes, validation, test) in each card's bottom border."""
+    source (train episodes, validation, test) under each figure."""
 
     device_label = "CPU"
 
@@ -144,7 +116,7 @@ class KeyNumbers(Grid):
 
     def show(self, event: Progress | None, initial_equity: float = 10_000.0) -> None:
         values = dict.fromkeys(KEY_NUMBERS, "—")
-        sources = dict.fromkeys(("portfolio", "return", "Sharpe", "max-DD"), "")
+        sources = dict.fromkeys(POLICY_CARDS, "")
         if event is not None:
             if event.device_label != self.device_label:  # the device card's title names it
                 self.device_label = event.device_label
@@ -166,7 +138,8 @@ class KeyNumbers(Grid):
         self.fill(values, sources)
 
     def show_result(self, summary: RunSummary, initial_equity: float = 10_000.0) -> None:
-        """A finished run: its throughput, and the chosen model's test backtest, labelled 'test'."""
+        """A finished run: its throughput, and the chosen model's test backtest, labelled 'test' — or "flat",
+        "no edge" when selection found none (the policy held flat: no figure to show as if it traded)."""
         agent, throughput = summary.test.get("agent") or {}, summary.throughput
         portfolio = summary.final_portfolio
         values = {"episodes-min": compact(throughput.episodes_per_min), "steps-s": compact(throughput.steps_per_s),
@@ -176,132 +149,120 @@ class KeyNumbers(Grid):
                   "portfolio": compact(portfolio, "$") if portfolio is not None else "N/A",
                   "return": number(None if portfolio is None else 100 * (portfolio / initial_equity - 1), "{:+.2f}%"),
                   "Sharpe": number(agent.get("sharpe")), "max-DD": number(agent.get("max_drawdown") and 100 * agent["max_drawdown"], "{:.1f}%")}
-        self.fill(values, {**dict.fromkeys(("portfolio", "return", "Sharpe", "max-DD"), "test"), "device": "mean", "memory": "peak"})
+        source = "test"
+        if no_edge(summary):
+            values.update(dict.fromkeys(POLICY_CARDS, "flat"))
+            source = "no edge"
+        self.fill(values, {**dict.fromkeys(POLICY_CARDS, source), "device": "mean", "memory": "peak"})
 
     def fill(self, values: dict[str, str], subtitles: dict[str, str]) -> None:
         for key, value in values.items():
             self.query_one(f"#key-{key}", KeyNumber).show(value, subtitles.get(key, ""))
 
 
-def memory_text(megabytes: float | None) -> str:
-    if megabytes is None:
-        return "N/A"
-    return f"{megabytes / 1024:.1f} GB" if megabytes >= 1024 else f"{megabytes:,.0f} MB"
+def no_edge(summary: RunSummary) -> bool:
+    """Selection found no edge on validation: the chosen policy holds flat."""
+    return bool((summary.selected_model or {}).get("no_edge"))
 
 
 class StatusLine(Static):
-    """What is happening now: phase, trainer and stage, time used and left, with a bar."""
+    """What is happening now (phase, trainer and stage, time used and left, fees) in one line that drops
+    or shortens its least important parts to fit."""
+
+    parts: list[Part] = []
 
     def show(self, phase: str, stage: str = "", elapsed_s: float | None = None, duration_s: float = 0.0,
-             phase_s: float | None = None) -> None:
-        parts = [f"[b]{phase}[/b]" + (f" {phase_s:.0f} s" if phase_s is not None else "")]
+             phase_s: float | None = None, fees: str = "") -> None:
+        parts: list[Part] = [(0, [f"[b]{phase}[/b]" + (f" {phase_s:.0f} s" if phase_s is not None else "")])]
         if stage:
-            parts.append(stage)
+            parts.append((2, [stage, ""]))
         if elapsed_s is not None:
-            filled = round(8 * min(1.0, elapsed_s / duration_s)) if duration_s else 0
-            bar = f"{'█' * filled}{'░' * (8 - filled)} " if duration_s else ""
-            parts.append(bar + timing_text(elapsed_s, duration_s))
-        self.update(" · ".join(parts))
+            parts.append((3, timing_texts(elapsed_s, duration_s)))
+        if fees:
+            parts.append((5, [fees, ""]))
+        self.show_parts(parts)
+
+    def show_done(self, what: str, reason: str = "", notes: tuple[str, ...] = (), elapsed_s: float | None = None,
+                  fees: str = "") -> None:
+        """A finished launch: "done · optimized completed (duration reached) · flat (no edge) · 0:48 · spot-taker"."""
+        parts: list[Part] = [(0, ["[b]done[/b]"]), (1, [f"{what} ({reason})", what] if reason else [what])]
+        parts += [(1, [note]) for note in notes]
+        if elapsed_s is not None:
+            parts.append((4, [clock(elapsed_s), ""]))
+        if fees:
+            parts.append((5, [fees, ""]))
+        self.show_parts(parts)
+
+    def show_parts(self, parts: list[Part]) -> None:
+        self.parts = parts
+        self.update(fit_parts(parts, self.content_size.width or 10_000))
+
+    def on_resize(self) -> None:
+        self.update(fit_parts(self.parts, self.content_size.width or 10_000))
 
 
-class Chart(PlotextPlot):
-    """A time chart of one quantity for each run; its title is the border title, its legend the subtitle
-    (in the lines' colours), so no legend box covers the data."""
-
-    def __init__(self, title: str, ylabel: str, xlabel: str = "time", **kwargs):
-        super().__init__(**kwargs)
-        self.ylabel, self.xlabel = ylabel, xlabel
-        self.title = title
-        self.drawn: dict[str, list[tuple[float, float]]] = {}  # what the last draw plotted, by line
-
-    @property
-    def title(self) -> str:
-        return str(self.border_title)
-
-    @title.setter
-    def title(self, text: str) -> None:
-        self.border_title = text
-
-    def draw(self, lines: list[tuple[str, list[float], list[float]]], ylim: tuple[float, float] | None = None,
-             xmax: float | None = None, log_y: bool = False) -> None:
-        """Each line is (name, x, y); x in seconds when `xlabel` is "time" (shown as minutes past 5 minutes)."""
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        in_minutes = self.xlabel == "time" and max([*(max(xs, default=0) for _, xs, _ in lines), xmax or 0]) > 300
-        scale = 60.0 if in_minutes else 1.0
-        plt.xlabel(("minutes" if in_minutes else "seconds") if self.xlabel == "time" else self.xlabel)
-        legend, self.drawn = [], {}
-        for index, (label, xs, ys) in enumerate(lines):
-            points = [(x / scale, y) for x, y in zip(xs, ys) if y is not None and not math.isnan(y) and not (log_y and y <= 0)]
-            if not points:
-                continue
-            self.drawn[label] = points
-            colour = line_colour(label, index)
-            plt.plot([p[0] for p in points], [p[1] for p in points], marker="braille", color=colour)
-            legend.append(f"[{colour}]━ {label}[/]")
-        if ylim:
-            plt.ylim(*ylim)
-        if xmax:
-            plt.xlim(0, xmax / scale)
-        if log_y and legend:
-            plt.yscale("log")
-        if not legend:
-            plt.title("waiting for data")
-        self.border_subtitle = "  ".join(legend)
-        self.refresh()
+def timing_texts(elapsed_s: float, duration_s: float) -> list[str]:
+    """Time used against the duration, with a bar, from the whole to the least ("0:48")."""
+    if not duration_s:
+        return [clock(elapsed_s)]
+    filled = round(8 * min(1.0, elapsed_s / duration_s))
+    bar = f"{'█' * filled}{'░' * (8 - filled)} "
+    full, short = timing_text(elapsed_s, duration_s), f"{clock(elapsed_s)}/{clock(duration_s)}"
+    return [bar + full, full, bar + short, short, clock(elapsed_s)]
 
 
-def line_colour(label: str, index: int) -> str:
-    for trainer, colour in TRAINER_COLOURS.items():
-        if label.startswith(trainer):
-            return colour if "val" not in label else ("red" if trainer == "original" else "green")
-    return EXTRA_COLOURS[index % len(EXTRA_COLOURS)]
+# Progress field: (label, format, rank: higher ranks drop first on a narrow screen)
+DIAGNOSTICS = {"approx_kl": ("KL", "{:.3f}", 1), "clip_fraction": ("clip", "{:.2f}", 1), "entropy": ("entropy", "{:.2f}", 2),
+               "explained_variance": ("expl. var", "{:.2f}", 2), "policy_loss": ("policy loss", "{:.3f}", 4),
+               "value_loss": ("value loss", "{:.3f}", 4), "learning_rate": ("lr", "{:.1e}", 3)}
 
 
-class SeedChart(PlotextPlot):
-    """A verdict at a glance: each seed's score as a point, beside its side's IQM and 95 % interval."""
+class Diagnostics(Static):
+    """The latest update's PPO diagnostics in one line; the hints for those outside their usual range under
+    it where there is room (else counted, and the app logs each hint once)."""
 
-    def draw(self, verdict: dict) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        sides = list(verdict["sides"].items())
-        for index, (label, side) in enumerate(sides, start=1):
-            colour = line_colour(label, index - 1)
-            plt.scatter([index - 0.15] * len(side["runs"]), side["runs"], color=colour, marker="dot")
-            plt.plot([index + 0.15] * 2, list(side["interval"]), color=colour, marker="braille")
-            plt.scatter([index + 0.15], [side["iqm"]], color=colour, marker="x")
-        plt.xticks(list(range(1, len(sides) + 1)), [label for label, _ in sides])
-        plt.xlim(0.5, len(sides) + 0.5)
-        self.border_title = f"{verdict['measure']}: seeds (•), IQM (x) and 95% interval"
-        self.refresh()
+    values: list[Part] = []
+    hints: list[str] = []
+    show_hints = True
+
+    def show(self, event: Progress | None, hints: list[str]) -> None:
+        measured = {name: getattr(event, name, math.nan) for name in DIAGNOSTICS} if event else {}
+        self.values = [(rank, [f"{label} {pattern.format(value)}", ""]) for name, (label, pattern, rank) in DIAGNOSTICS.items()
+                       if not math.isnan(value := measured.get(name, math.nan))]
+        self.hints = hints
+        self.display = bool(self.values)
+        self.redraw()
+
+    def on_resize(self) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        width = self.content_size.width or 10_000
+        if not self.hints:
+            self.update(fit_parts(self.values, width, "  "))
+        elif self.show_hints:
+            self.update(fit_parts(self.values, width, "  ") + "".join(f"\n[yellow]⚠ {hint}[/]" for hint in self.hints))
+        else:
+            count = f"[yellow]⚠ {len(self.hints)} out of range (log)[/]"
+            self.update(fit_parts([*self.values, (0, [count])], width, "  "))
 
 
-class ChartGrid(Grid):
-    """Throughput (log scale once two trainers differ tenfold), device use (0–100), Sharpe, portfolio;
-    one shared time axis. A short terminal shows the first two."""
+class LogPanel(RichLog):
+    """The log, with timestamps; it wraps its lines again whenever its width changes (a resize, or `l`)."""
 
-    CHARTS = (("throughput", "Throughput (episodes/min)", "eps/min"), ("sharpe", "Sharpe (train; val score)", "Sharpe"),
-              ("device", "CPU use (%)", "%"), ("portfolio", "Portfolio value ($)", "$"))
+    def __init__(self, max_lines: int = 500, **kwargs):
+        super().__init__(markup=True, wrap=True, max_lines=max_lines, min_width=20, **kwargs)
+        self.entries: deque[str] = deque(maxlen=max_lines)
+        self.wrapped_width = 0
 
-    def compose(self) -> ComposeResult:
-        for chart_id, title, ylabel in self.CHARTS:
-            yield Chart(title, ylabel, id=f"chart-{chart_id}")
+    def add(self, text: str) -> None:
+        self.entries.append(text)
+        self.write(text)
 
-    def draw(self, series: dict[str, Series], device_label: str = "CPU") -> None:
-        xmax = max((s.seconds[-1] for s in series.values() if s.seconds), default=None)
-        rates = [max(s.episodes_per_min) for s in series.values() if s.episodes_per_min]
-        spread = len(rates) > 1 and min(rates) > 0 and max(rates) / min(rates) >= 10
-        throughput = self.query_one("#chart-throughput", Chart)
-        throughput.title = "Throughput (episodes/min, log scale)" if spread else "Throughput (episodes/min)"
-        throughput.draw([(name, s.seconds, s.episodes_per_min) for name, s in series.items()], xmax=xmax, log_y=spread)
-        lines = []
-        for name, s in series.items():
-            lines.append((name, s.seconds, s.train_sharpe))
-            lines.append((f"{name} val", s.val_seconds, s.val_sharpe))
-        self.query_one("#chart-sharpe", Chart).draw(lines, xmax=xmax)
-        device = self.query_one("#chart-device", Chart)
-        device.title = f"{device_label} use (%)"
-        device.draw([(name, s.seconds, s.utilisation) for name, s in series.items()], ylim=(0, 100), xmax=xmax)
-        self.query_one("#chart-portfolio", Chart).draw([(name, s.seconds, s.portfolio) for name, s in series.items()], xmax=xmax)
+    def on_resize(self) -> None:
+        width = self.scrollable_content_region.width
+        if self.wrapped_width and width != self.wrapped_width:
+            self.clear()
+            for text in self.entries:
+                self.write(text)
+        self.wrapped_width = width

@@ -44,8 +44,10 @@ class FakeRunner:
     """Emits progress until its event budget or the stop signal; records the configs it receives. With
     `hold`, it emits its events, then waits for the stop signal (a run frozen mid-way, for snapshots)."""
 
-    def __init__(self, events: int = 5, until_stopped: bool = False, hold: bool = False, phase: str = "training"):
+    def __init__(self, events: int = 5, until_stopped: bool = False, hold: bool = False, phase: str = "training", no_edge: bool = False,
+                 diagnostics: dict | None = None):
         self.events, self.until_stopped, self.hold, self.phase, self.configs = events, until_stopped, hold, phase, []
+        self.no_edge, self.diagnostics = no_edge, diagnostics or {}  # diagnostics: PPO's Progress fields to report
         self.started, self.emitted = threading.Event(), threading.Event()
 
     def _emit(self, trainer, on_event, stop):
@@ -56,13 +58,16 @@ class FakeRunner:
             on_event(Progress(trainer, self.phase, elapsed_s=i * 6.0, duration_s=120.0, episodes=64 * i, env_steps=32_000 * i, episodes_per_min=1234.0,
                               steps_per_s=9876.0, train_sharpe=1.5, portfolio=10_250.0, macro_updates=i, micro_updates=10 * i,
                               optimizer_steps_per_s=12.5, device_label="CPU", utilisation=42.0, memory_used_mb=2048.0, val_sharpe=0.8, val_score=0.6, val_drawdown=-0.04,
-                              val_portfolio=10_300.0))
+                              val_portfolio=10_300.0, **self.diagnostics))
             time.sleep(0.01)
         self.emitted.set()
         if self.hold:
             stop.wait(timeout=20)  # a frozen run still ends if nobody stops it
         on_event(LogMessage("warning", "fake warning from the engine"))
-        return FakeOutcome(Path("runs/fake"), fake_summary(trainer, 100.0 if trainer == "original" else 5000.0, 1.0))
+        summary = fake_summary(trainer, 100.0 if trainer == "original" else 5000.0, 1.0)
+        if self.no_edge:
+            summary.selected_model = {"no_edge": True, "verdict": "no edge found on validation: holding flat"}
+        return FakeOutcome(Path("runs/fake"), summary)
 
     def train(self, config, on_event, stop):
         self.configs.append(config)
@@ -236,3 +241,30 @@ async def test_doctor_screen_shows_the_machine_facts(tmp_path):
         assert screen.facts["device"] == "cpu" and screen.facts["recommended_preset"] == "optimized"
         assert {p["name"] for p in screen.facts["probes"]} == {"bfloat16 autocast", "float16 autocast", "torch.compile"}
         assert "Probing" not in str(screen.query_one("#doctor-facts", Static).render())
+
+
+async def test_the_fee_level_and_shorts_reach_the_run_config_and_the_status_line(tmp_path):
+    runner = FakeRunner(events=2)
+    app = AsymApp(runner=runner, out_dir=str(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.query_one("#fees", Select).value == "spot-taker"  # the preset's costs are the default venue level
+        app.query_one("#fees", Select).value = "perp-maker"
+        app.query_one("#shorts", Checkbox).value = False
+        app.action_start()
+        await wait_for(pilot, lambda: runner.configs and not app.running)
+        await pilot.pause(0.3)
+        config = runner.configs[0]
+        assert (config.commission, config.slippage, config.allow_short) == (0.0002, 0.0, False)
+        assert "perp-maker, no shorts" in str(app.query_one("#status").render())
+        assert any("long or flat only" in line.text for line in app.query_one("#log").lines)
+
+
+async def test_a_preset_with_its_own_costs_keeps_them(tmp_path):
+    save_user_preset("cheap", load_config(None, {"commission": 0.0003, "slippage": 0.0001}))
+    runner = FakeRunner(events=1)
+    app = AsymApp(runner=runner, out_dir=str(tmp_path), preset="cheap")
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.query_one("#fees", Select).value == "preset"
+        app.action_start()
+        await wait_for(pilot, lambda: runner.configs and not app.running)
+        assert (runner.configs[0].commission, runner.configs[0].slippage) == (0.0003, 0.0001)

@@ -47,3 +47,20 @@ def test_comparison_screen(snap_compare, tmp_path):
         await pilot.pause()
 
     assert snap_compare(make_app(tmp_path, FakeRunner()), terminal_size=(120, 40), run_before=show_table)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=lambda size: f"{size[0]}x{size[1]}")
+def test_walkforward_screen_after_a_study(snap_compare, tmp_path, size):
+    from asym_tui.walkforward_screen import WalkForwardScreen
+    from test_app_walkforward import FakeStudyRunner
+
+    async def studied(pilot):
+        await pilot.press("w")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, WalkForwardScreen))
+        screen = pilot.app.screen
+        screen.runner = FakeStudyRunner()
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.study is not None)
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(tmp_path, FakeRunner()), terminal_size=size, run_before=studied)

@@ -9,12 +9,14 @@ import psutil
 import pytest
 import torch
 from rich.console import Console
+from rich.text import Text
 from textual.widgets import Button, RichLog, Static
 
 from asym_tui.app import AsymApp
 from asym_tui.screens import ConfirmScreen, DoctorScreen, HelpScreen, HistoryScreen, RunDetailScreen
 from asym_tui.tables import bench_table, sweep_table
-from asym_tui.widgets import Chart, KeyNumber, Series, StatusLine
+from asym_tui.charts import Chart
+from asym_tui.widgets import KeyNumber, Series, StatusLine
 from engine.config import preset_description
 from engine.doctor import recommended_preset
 from engine.events import Progress
@@ -261,3 +263,95 @@ def test_train_at_80_columns_prints_whole_numbers_and_the_run_folder(tmp_path):
     tables = [line for line in lines if not line.startswith("Run folder: ")]  # a path is printed whole; the terminal wraps it
     assert max(map(len, tables)) <= 80 and not any("…" in line for line in lines)
     assert any(line.startswith("Run folder: ") and str(tmp_path) in line for line in lines)
+
+
+# --- issue 21 point 14 and issue 18: whole titles at 80×24, a log that reflows, honest "no edge" --------
+
+def border_texts(app) -> list[str]:
+    return [text for chart in app.query(Chart) if chart.display for text in (str(chart.border_title), chart.border_subtitle)]
+
+
+async def test_chart_titles_and_legends_fit_their_borders_at_80x24(tmp_path):
+    runner = FakeRunner(events=3, hold=True)
+    app = AsymApp(runner=runner, out_dir=str(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.series = {"original": Series(), "optimized": Series()}
+        for trainer in app.series:
+            for i in range(1, 4):
+                app.series[trainer].add(Progress(trainer, "training", elapsed_s=i, episodes=i, episodes_per_min=10.0 ** i, train_sharpe=1.0,
+                                                 val_score=float(i)))
+        app.dirty, app.latest = True, Progress("optimized", "training", elapsed_s=3.0)
+        app.redraw()
+        await pilot.pause()
+        text = screen_text(app)
+        for chart in app.query(Chart):
+            if chart.display:
+                assert len(Text.from_markup(chart.border_subtitle).plain) <= chart.size.width - 4
+                assert str(chart.border_title) in text and len(str(chart.border_title)) <= chart.size.width - 4
+        assert "…" not in "".join(line for line in text.splitlines() if "╭" in line or "╰" in line)
+        assert "opt" in Text.from_markup(app.query_one("#chart-sharpe", Chart).border_subtitle).plain
+
+
+async def test_the_log_wraps_again_after_a_resize_and_when_expanded(tmp_path):
+    app = AsymApp(runner=FakeRunner(), out_dir=str(tmp_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.log_line("a long line " * 30)
+        await pilot.pause()
+        log = app.query_one("#log", RichLog)
+        narrow_lines = len(log.lines)
+        await pilot.press("l")
+        await pilot.pause()
+        assert len(log.lines) < narrow_lines  # wider: fewer wrapped lines, not the old width
+        assert log.virtual_size.width <= log.scrollable_content_region.width
+        await pilot.press("l")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert len(log.lines) > narrow_lines and log.virtual_size.width <= log.scrollable_content_region.width
+
+
+async def test_the_end_of_run_notification_leaves_the_log_in_view(tmp_path):
+    from textual.widgets._toast import Toast
+
+    app = AsymApp(runner=FakeRunner(events=2), out_dir=str(tmp_path))
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        app.action_start()
+        await wait_for(pilot, lambda: app.finished and list(app.screen.query(Toast)))
+        await pilot.pause(0.3)
+        log = app.query_one("#log").region
+        for toast in app.screen.query(Toast):
+            assert not toast.region.overlaps(log), (toast.region, log)
+
+
+async def test_a_run_without_edge_says_flat_instead_of_figures(tmp_path):
+    app = AsymApp(runner=FakeRunner(events=2, no_edge=True), out_dir=str(tmp_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.action_start()
+        await wait_for(pilot, lambda: app.finished)
+        await pilot.pause(0.3)
+        for card in ("portfolio", "return", "Sharpe", "max-DD"):
+            number_card = app.query_one(f"#key-{card}", KeyNumber)
+            assert (number_card.figure, number_card.source) == ("flat", "no edge")
+        assert "flat (no edge)" in status_text(app)
+        assert "no edge found on validation: holding flat" in screen_text(app)
+
+
+PPO_DIAGNOSTICS = {"approx_kl": 0.08, "clip_fraction": 0.12, "entropy": 1.02, "explained_variance": 0.4, "policy_loss": -0.01,
+                   "value_loss": 0.2, "learning_rate": 3e-4}
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_ppo_diagnostics_show_with_a_hint_when_out_of_range(tmp_path, size):
+    runner = FakeRunner(events=3, hold=True, diagnostics=PPO_DIAGNOSTICS)
+    app = AsymApp(runner=runner, out_dir=str(tmp_path))
+    async with app.run_test(size=size) as pilot:
+        app.action_start()
+        await wait_for(pilot, runner.emitted.is_set)
+        await pilot.pause(0.6)
+        card = str(app.query_one("#diagnostics").render())
+        assert "KL 0.080" in card and "clip 0.12" in card
+        hint = "approx KL 0.080 > 0.05"
+        assert (hint in card) == (size[1] >= 40) and ("1 out of range" in card) == (size[1] < 40)
+        log = [line.text for line in app.query_one("#log", RichLog).lines]
+        assert sum("diagnostics: approx KL" in line for line in log) == 1  # once, not at every redraw
+        app.action_stop()
+        await wait_for(pilot, lambda: not app.running)
