@@ -32,6 +32,7 @@ class Progress:
     warmup_s: float = 0.0  # seconds of the first iterations (compilation, graph capture), kept out of throughput
     duration_s: float = 0.0  # the run's time budget (0: none)
     max_episodes: int = 0  # the run's episode budget (0: none)
+    total_steps: int = 0  # the run's env-step budget (0: none)
     episodes: int = 0
     env_steps: int = 0
     episodes_per_min: float = 0.0
@@ -62,18 +63,25 @@ class Progress:
     val_portfolio: float | None = None
     nan_skips: int = 0
     scaler_skips: int = 0
+    # Diagnostics of the latest update (engine/learners.py; NaN where the algorithm has none): PPO's are means
+    # over the update's minibatch steps, explained variance is the rollout's values against their GAE targets.
+    approx_kl: float = math.nan  # mean((ratio - 1) - log ratio), CleanRL's estimator
+    clip_fraction: float = math.nan  # share of samples whose probability ratio left 1 +/- clip_coef
+    entropy: float = math.nan  # of the action distribution, nats (at most ln 3)
+    policy_loss: float = math.nan
+    value_loss: float = math.nan  # 0.5 x mean squared error against the GAE targets
+    explained_variance: float = math.nan  # 1 - Var(target - value) / Var(target)
+    learning_rate: float = math.nan  # lr_micro after annealing (lr_macro follows the same schedule)
 
     def row(self) -> dict:
         return asdict(self)
 
     @property
     def done_fraction(self) -> float | None:
-        """How much of the budget is spent (0–1): time, else episodes; None without a budget."""
-        if self.duration_s:
-            return min(1.0, self.elapsed_s / self.duration_s)
-        if self.max_episodes:
-            return min(1.0, self.episodes / self.max_episodes)
-        return None
+        """How much of the budget that ends first is spent (0–1): time, episodes or env-steps; None without a budget."""
+        spent = [done / budget for done, budget in ((self.elapsed_s, self.duration_s), (self.episodes, self.max_episodes),
+                                                    (self.env_steps, self.total_steps)) if budget]
+        return min(1.0, max(spent)) if spent else None
 
 
 Event = Progress | LogMessage

@@ -2,8 +2,9 @@
 
 `Trainer` has one public `iterate()` — collect a batch of experience, learn from it; `bench` times exactly
 this — and `run()` loops over it with reporting (Progress events, warm-up timed apart), validation on
-validation and its mirror image, model selection and stopping (duration, episode budget, the user,
-out-of-memory recovery). How experience is collected is the subclasses' part (engine/trainers.py);
+validation and its mirror image, model selection and stopping (duration, episode or env-step budget, the
+user, out-of-memory recovery; the duration and the user are heard inside an iteration too, see `Deadline`).
+How experience is collected is the subclasses' part (engine/trainers.py);
 learning itself (losses, optimizers, AMP, accumulation) is engine/learners.py.
 """
 
@@ -16,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -26,13 +27,14 @@ from engine.config import RunConfig
 from engine.events import Event, LogMessage, Progress
 from engine.features import MarketSplits
 from engine.metrics import episode_sharpe
-from engine.learners import PPOBatch, Rollout, TrainingStopped, make_learner
+from engine.learners import Interrupted, PPOBatch, Rollout, TrainingStopped, make_learner
 from engine.model import AsymmetricPolicyNetwork, ModelShape
 from engine.monitor import DeviceMonitor, resolve_device
 from engine.selection import NO_EDGE, Selection, ValidationSet, selection_text, weights_of
 
 WARMUP_ITERATIONS = 1  # first iterations of a session timed apart: lazy allocation; compilation and graph
 COMPILED_WARMUP_ITERATIONS = 2  # capture take both MacroNet modes, so two when compiling
+HEARTBEAT_S = 1.0  # while a long first iteration warms up, a progress event this often shows the clock running
 
 
 @dataclass
@@ -69,6 +71,23 @@ class Warmup:
     @property
     def total_s(self) -> float:
         return self.before_s + self.seconds
+
+
+class Deadline:
+    """"Must the run end now?", asked inside rollouts and between PPO minibatch steps so that the duration
+    holds within an iteration. Warm-up counts in the duration; while it lasts, the last progress event is
+    sent again (not recorded) with the time going by."""
+
+    def __init__(self, trainer: Trainer, started: float):
+        self.trainer, self.started, self.heartbeat = trainer, started, started
+
+    def __call__(self) -> bool:
+        trainer, now = self.trainer, time.perf_counter()
+        if trainer.warmup.pending and now - self.heartbeat >= HEARTBEAT_S:
+            trainer.on_event(replace(trainer.last_progress, elapsed_s=trainer.elapsed_before + now - self.started))
+            self.heartbeat = now
+        duration = trainer.config.duration_s
+        return trainer.stop.is_set() or bool(duration) and now - self.started >= duration
 
 
 class Iteration(NamedTuple):
@@ -153,7 +172,7 @@ class Trainer:
         event = Progress(
             trainer=self.name, phase=phase, elapsed_s=self.elapsed_before + time.perf_counter() - started,
             train_s=self.train_s, warmup_s=self.warmup.total_s, duration_s=self.config.duration_s or 0.0,
-            max_episodes=self.config.max_episodes or 0, episodes=self.episodes, env_steps=self.env_steps,
+            max_episodes=self.config.max_episodes or 0, total_steps=self.config.total_steps, episodes=self.episodes, env_steps=self.env_steps,
             episodes_per_min=episodes_per_min, steps_per_s=steps_per_s,
             loss=loss, mean_reward=mean_reward,
             mean_episode_return=float(np.expm1(recent[-64:]).mean()) if len(recent) else math.nan,
@@ -167,7 +186,7 @@ class Trainer:
             process_cpu=reading.process_cpu, process_rss_mb=reading.process_rss_mb,
             val_sharpe=validation.get("sharpe"), val_score=validation.get("score"), val_return=validation.get("total_return"),
             val_drawdown=validation.get("max_drawdown"), val_portfolio=validation.get("portfolio"),
-            nan_skips=self.learner.nan_skips, scaler_skips=self.learner.scaler_skips,
+            nan_skips=self.learner.nan_skips, scaler_skips=self.learner.scaler_skips, **self.learner.diagnostics(),
         )
         self.last_progress = event
         self.history.append(event.row())
@@ -193,6 +212,7 @@ class Trainer:
         self.session_elapsed = 0.0
         self.warmup.begin(COMPILED_WARMUP_ITERATIONS if self.learner.is_compiled or config.cuda_graphs else WARMUP_ITERATIONS)
         self.progress("compiling" if self.learner.is_compiled else "warming up", started)
+        self.learner.interrupted = Deadline(self, started)
         last_report = last_eval = time.perf_counter()
         status, reason, step = "completed", "", None
         while not (reason := self.stop_reason(started)):
@@ -201,6 +221,9 @@ class Trainer:
                 self.learner.anneal(self.remaining(started))
             try:
                 step = self.iterate()
+            except Interrupted:  # the partial batch is dropped
+                reason = self.stop_reason(started)
+                break
             except (RuntimeError, TrainingStopped) as exc:  # torch.OutOfMemoryError is a RuntimeError
                 failure = self.recover(exc)
                 if failure:
@@ -222,10 +245,12 @@ class Trainer:
             if now - last_report >= config.progress_every_s:
                 self.progress("training", started, step.loss, step.mean_reward)
                 last_report = now
-        if step is not None and self.last_progress.episodes != self.episodes:  # the summary's figures come from the last event
-            self.progress("training", started, step.loss, step.mean_reward)
+        # The summary's figures come from the last event: it holds the whole time, even when warm-up was all there was.
+        phase = ("compiling" if self.learner.is_compiled else "warming up") if self.warmup.pending else "training"
+        self.progress(phase, started, *((step.loss, step.mean_reward) if step else ()))
         self.elapsed_before += time.perf_counter() - started
         self.session_elapsed = 0.0
+        self.learner.interrupted = lambda: False
         if status == "completed" and reason == "stopped by the user":
             status = "stopped"
         return TrainResult(status, reason, self.last_progress, self.history, self.messages)
@@ -252,12 +277,12 @@ class Trainer:
         self.progress("training", started)
 
     def remaining(self, started: float) -> float:
-        """The fraction of this run's budget (duration, else episodes) still left; 1 when it has none."""
-        if self.config.duration_s:
-            return max(0.0, 1.0 - (time.perf_counter() - started) / self.config.duration_s)
-        if self.config.max_episodes:
-            return max(0.0, 1.0 - self.episodes / self.config.max_episodes)
-        return 1.0
+        """The fraction left of the budget that ends first (duration, episodes, env-steps); 1 without one."""
+        config = self.config
+        spent = [(time.perf_counter() - started) / config.duration_s if config.duration_s else 0.0,
+                 self.episodes / config.max_episodes if config.max_episodes else 0.0,
+                 self.env_steps / config.total_steps if config.total_steps else 0.0]
+        return max(0.0, 1.0 - max(spent))
 
     def stop_reason(self, started: float) -> str:
         if self.stop.is_set():
@@ -266,6 +291,8 @@ class Trainer:
             return f"duration of {self.config.duration_s:g} s reached"
         if self.config.max_episodes and self.episodes >= self.config.max_episodes:
             return f"episode budget of {self.config.max_episodes} reached"
+        if self.config.total_steps and self.env_steps >= self.config.total_steps:
+            return f"env-step budget of {self.config.total_steps:,} reached"
         return ""
 
     def validate(self, started: float) -> dict:

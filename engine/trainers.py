@@ -4,8 +4,13 @@
 - `OptimizedTrainer`: `num_envs` episodes at once in a `VectorizedTradingEnv`, all on the device.
   With PPO (the default) the episodes persist: each rollout continues them for `rollout_steps` steps
   and finished episodes restart on their own; with REINFORCE each rollout is a batch of whole episodes.
-  Both rollouts embed every train bar once (MacroNet + MicroNet never see the position), then run only
-  the head per step; no host synchronisation, optionally one CUDA graph.
+  MacroNet + MicroNet never see the position, so a rollout embeds bars apart from the head: only the bars
+  it visits (each episode walks one bar a step), so its cost follows num_envs x steps, not the data's
+  length — or every train bar once, where that is cheaper (many episodes on short data). Either way
+  the same rows, actions, rewards and log-probabilities (tests/test_rollout_equivalence.py); fixed
+  shapes and no host synchronisation, so the whole rollout can be one CUDA graph.
+
+Both stop a rollout (`Interrupted`) as soon as the run must end: its duration is up, or the user stopped it.
 """
 
 from __future__ import annotations
@@ -19,9 +24,17 @@ import torch.nn.functional as F
 from engine.config import RunConfig
 from engine.env import TradingEnv, VectorizedTradingEnv, segment_lengths
 from engine.features import MarketSplits
-from engine.learners import PPOBatch, Rollout, TrainingStopped, sample_actions
+from engine.learners import Interrupted, Learner, PPOBatch, Rollout, TrainingStopped, sample_actions
 
 from engine.loop import Trainer
+
+EMBED_CHUNK_ROWS = 8192  # bars embedded together in a REINFORCE rollout (its rows are known ahead)
+STEP_BATCH_COST = 2  # a bar embedded in one PPO step's small batch costs about this many bars of a whole-table pass (CPU profile)
+
+
+def check_interrupt(learner: Learner) -> None:
+    if learner.interrupted():
+        raise Interrupted
 
 
 class OriginalTrainer(Trainer):
@@ -47,6 +60,7 @@ class OriginalTrainer(Trainer):
         done = False
         with self.learner.autocast():
             while not done:
+                check_interrupt(self.learner)
                 logits = policy(torch.as_tensor(observation, device=self.device).unsqueeze(0))
                 action = int(sample_actions(logits))
                 rows.append(env.row)
@@ -95,6 +109,10 @@ class OptimizedTrainer(Trainer):
         self.num_envs = num_envs
         self.env = VectorizedTradingEnv(self.splits.train, num_envs, self.env_config, self.device)
         steps = self.config.rollout_steps if self.persistent else self.env.episode_length
+        # a PPO step embeds its bar and the next one (the bootstrap where a time limit ends the episode)
+        visited_cost = num_envs * steps * (2 * STEP_BATCH_COST if self.persistent else 1)
+        self.embeds_table = visited_cost >= len(self.learner.table)
+        self.chunk_steps = torch.arange(max(1, EMBED_CHUNK_ROWS // num_envs), device=self.device).unsqueeze(1)
         new = lambda *shape, dtype=torch.float32: torch.zeros(steps, num_envs, *shape, dtype=dtype, device=self.device)
         self.rows, self.actions = new(dtype=torch.long), new(dtype=torch.long)
         self.states, self.rewards = new(2), new()
@@ -114,17 +132,33 @@ class OptimizedTrainer(Trainer):
             return batch, self.finished[self.dones.bool()]
         return Rollout(self.rows, self.states, self.actions, self.rewards, final), final.double().clamp(min=1e-12).log()
 
+    def bar_embedder(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """This rollout's embeddings of bars (rows of any shape -> that shape x embedding): gathered from every
+        train bar embedded once (`embeds_table`), or computed for the rows asked for only."""
+        learner = self.learner
+        if self.embeds_table:
+            table = learner.rollout_embed(learner.table)
+            return lambda rows: table.index_select(0, rows.reshape(-1)).unflatten(0, rows.shape)
+        return lambda rows: learner.rollout_embed(learner.table.index_select(0, rows.reshape(-1))).unflatten(0, rows.shape)
+
+    def check_interrupt(self) -> None:
+        if not self.use_cuda_graph:  # a captured graph runs whole (and fast)
+            check_interrupt(self.learner)
+
     @torch.no_grad()
     def episode_rollout(self) -> torch.Tensor:
         """REINFORCE: fill the buffers with one batch of whole episodes; returns the final equity (N,).
-        Every train bar is embedded once; each step gathers its bars' embeddings and runs the head."""
-        env, learner = self.env, self.learner
+        All episodes walk forward together, so their bars are embedded a chunk of steps ahead."""
+        env, learner, chunk = self.env, self.learner, len(self.chunk_steps)
         with learner.autocast():
-            embedding = learner.rollout_embed(learner.table)
+            embed = self.bar_embedder()
             env.reset()
             for step in range(env.episode_length):
-                rows, state = env.rows(), env.state()
-                logits = learner.rollout_head(torch.cat([embedding.index_select(0, rows), state.to(embedding.dtype)], dim=1))
+                self.check_interrupt()
+                if step % chunk == 0:
+                    ahead = embed(env.rows() + self.chunk_steps[: env.episode_length - step])
+                rows, state, embedding = env.rows(), env.state(), ahead[step % chunk]
+                logits = learner.rollout_head(torch.cat([embedding, state.to(embedding.dtype)], dim=1))
                 actions = sample_actions(logits)
                 self.rows[step].copy_(rows)
                 self.states[step].copy_(state)
@@ -137,13 +171,15 @@ class OptimizedTrainer(Trainer):
         """PPO: continue the persistent episodes for `rollout_steps` steps, storing what the update needs.
         Where a time limit ends an episode, gamma x the value of the state it would have gone on to is
         added to the reward (the bootstrap); the value after the last step bootstraps the rollout."""
-        env, learner, gamma = self.env, self.learner, self.config.gamma
+        env, learner, gamma, last_row = self.env, self.learner, self.config.gamma, len(self.learner.table) - 1
         with learner.autocast():
-            embedding = learner.rollout_embed(learner.table)
-            heads = lambda rows, state: learner.rollout_heads(torch.cat([embedding.index_select(0, rows), state.to(embedding.dtype)], dim=1))
+            embed = self.bar_embedder()
+            heads = lambda embedding, state: learner.rollout_heads(torch.cat([embedding, state.to(embedding.dtype)], dim=1))
             for step in range(self.config.rollout_steps):
+                self.check_interrupt()
                 rows, state = env.rows(), env.state()
-                logits, value = heads(rows, state)
+                here, after = embed(torch.stack([rows, (rows + 1).clamp(max=last_row)]))  # after: where a time limit ends it
+                logits, value = heads(here, state)
                 actions = sample_actions(logits)
                 log_probs = F.log_softmax(logits.float(), dim=1).gather(1, actions.unsqueeze(1)).squeeze(1)
                 self.rows[step].copy_(rows)
@@ -151,12 +187,12 @@ class OptimizedTrainer(Trainer):
                 self.actions[step].copy_(actions)
                 self.log_probs[step].copy_(log_probs)
                 self.values[step].copy_(value.float())
-                reward, terminated, truncated, final_rows, final_state, final_equity = env.step_autoreset(actions)
-                final_value = heads(final_rows, final_state)[1].float()
+                reward, terminated, truncated, _, final_state, final_equity = env.step_autoreset(actions)
+                final_value = heads(after, final_state)[1].float()
                 self.rewards[step].copy_(reward + gamma * final_value * truncated.float())
                 self.dones[step].copy_((terminated | truncated).float())
                 self.finished[step].copy_(final_equity.clamp(min=1e-12).log())
-            self.last_value.copy_(heads(env.rows(), env.state())[1].float())
+            self.last_value.copy_(heads(embed(env.rows()), env.state())[1].float())
         return env.equity
 
     def graph_rollout(self, rollout: Callable[[], torch.Tensor]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""PPO: GAE, clipping, bootstrap at truncation, persistent environments with auto-reset, and learning."""
+"""PPO: GAE, clipping, bootstrap at truncation, persistent environments with auto-reset, diagnostics, and learning."""
 
 import json
 
@@ -8,7 +8,7 @@ import torch
 
 from engine.env import BUY, HOLD, SELL, EnvConfig, VectorizedTradingEnv
 from engine.features import Features
-from engine.learners import clipped_surrogate, generalized_advantages
+from engine.learners import PPOBatch, clipped_surrogate, generalized_advantages
 from engine.trainers import OptimizedTrainer
 
 
@@ -155,3 +155,69 @@ def test_ppo_learns_to_follow_regimes_on_an_easy_market(tiny_config):
     agent, rule, hold = (results[name].metrics for name in ("agent", "trailing_rule", "buy_and_hold"))
     assert agent["long"] > 0.1 and agent["short"] > 0.1
     assert agent["sharpe"] > hold["sharpe"] and agent["sharpe"] > 0.5 * rule["sharpe"] > 0
+
+
+def test_diagnostics_match_a_hand_computation_on_a_fixed_minibatch(tiny_config, tiny_splits):
+    """One minibatch holding the whole batch: every diagnostic against its formula, computed here from the
+    network's own outputs (CleanRL's approximate KL and clip fraction, SB3's explained variance)."""
+    config = tiny_config(ppo_epochs=1, ppo_minibatches=1, clip_coef=0.2, anneal_lr=False)
+    trainer = OptimizedTrainer(config, tiny_splits)
+    generator = torch.Generator().manual_seed(0)
+    steps, envs = 4, 8
+    rows = torch.randint(0, len(tiny_splits.train), (steps, envs), generator=generator)
+    states = torch.stack([torch.randint(-1, 2, (steps, envs), generator=generator).float(), torch.ones(steps, envs)], dim=2)
+    actions = torch.randint(0, 3, (steps, envs), generator=generator)
+    model, table = trainer.model, trainer.learner.table
+    with torch.no_grad():
+        observations = torch.cat([table[rows.reshape(-1)], states.reshape(-1, 2)], dim=1)
+        log_probs = torch.log_softmax(model(observations), dim=1)
+        values = model.value(observations)
+    chosen = log_probs.gather(1, actions.reshape(-1, 1)).squeeze(1)
+    old_log_probs = chosen + 0.4 * torch.randn(chosen.shape, generator=generator)  # some ratios leave 1 +/- 0.2
+    batch_values = values.reshape(steps, envs) + 0.3 * torch.randn(steps, envs, generator=generator)
+    rewards, dones = torch.randn(steps, envs, generator=generator), (torch.rand(steps, envs, generator=generator) < 0.2).float()
+    last_value = torch.randn(envs, generator=generator)
+    batch = PPOBatch(rows, states, actions, old_log_probs.reshape(steps, envs), batch_values, rewards, dones, last_value)
+
+    advantages, targets = generalized_advantages(rewards, batch_values, dones, last_value, config.gamma, config.gae_lambda)
+    advantages, targets = advantages.reshape(-1), targets.reshape(-1)
+    normalized = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    log_ratio = chosen - old_log_probs
+    ratio = log_ratio.exp()
+    expected = {
+        "approx_kl": (ratio - 1 - log_ratio).mean(),
+        "clip_fraction": ((ratio - 1).abs() > 0.2).float().mean(),
+        "entropy": -(log_probs.exp() * log_probs).sum(1).mean(),
+        "policy_loss": torch.maximum(-normalized * ratio, -normalized * ratio.clamp(0.8, 1.2)).mean(),
+        "value_loss": 0.5 * ((values - targets) ** 2).mean(),
+        "explained_variance": 1 - np.var((targets - batch_values.reshape(-1)).numpy()) / np.var(targets.numpy()),
+        "learning_rate": config.lr_micro,
+    }
+    assert 0 < expected["clip_fraction"] < 1
+    trainer.learner.learn(batch)
+    measured = trainer.learner.diagnostics()
+    assert measured.keys() == expected.keys()
+    for name, value in expected.items():
+        assert measured[name] == pytest.approx(float(value), rel=1e-4, abs=1e-6), name
+
+
+def test_diagnostic_hints_name_what_is_out_of_range():
+    from engine.events import Progress
+    from engine.learners import diagnostic_hints
+
+    healthy = Progress("optimized", "training", approx_kl=0.01, clip_fraction=0.1, explained_variance=0.5, entropy=0.9)
+    assert diagnostic_hints(healthy) == []
+    assert diagnostic_hints(Progress("original", "training")) == []  # not measured (NaN): nothing to say
+    sick = Progress("optimized", "training", approx_kl=0.08, clip_fraction=0.35, explained_variance=-0.2, entropy=0.05)
+    hints = diagnostic_hints(sick)
+    assert [hint.split(" ")[0] for hint in hints] == ["approx", "clip", "explained", "entropy"]
+    assert "0.080 > 0.05" in hints[0] and "0.35 > 0.3" in hints[1] and "-0.20 < 0" in hints[2]
+
+
+def test_diagnostics_reach_the_progress_events_once_per_update(tiny_config, tiny_splits):
+    trainer = OptimizedTrainer(tiny_config(rollout_steps=8, max_episodes=16), tiny_splits)
+    result = trainer.run()
+    trained = [row for row in result.history if row["micro_updates"]]
+    assert trained and all(np.isfinite(row[name]) for row in trained for name in ("approx_kl", "clip_fraction", "entropy",
+                                                                                  "policy_loss", "value_loss", "explained_variance"))
+    assert all(0 < row["learning_rate"] <= 3e-4 for row in trained)  # annealed over the episode budget
