@@ -2,6 +2,7 @@
 app, subprocesses with COLUMNS=80 for the command line."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -355,3 +356,38 @@ async def test_ppo_diagnostics_show_with_a_hint_when_out_of_range(tmp_path, size
         assert sum("diagnostics: approx KL" in line for line in log) == 1  # once, not at every redraw
         app.action_stop()
         await wait_for(pilot, lambda: not app.running)
+
+
+# --- issue 21 point 4: the command line's progress bar at 80 columns -----------------------------------
+
+def long_progress(trainer: str) -> Progress:
+    return Progress(trainer, "training", elapsed_s=14.2, duration_s=10.0, episodes=244_000, val_score=13.812, train_sharpe=13.87,
+                    steps_per_s=1_234_567.0, optimizer_steps_per_s=33.3)
+
+
+def test_the_progress_bar_at_80_columns_keeps_bar_and_percentage_and_drops_whole_fields():
+    import io
+
+    from asym_tui.console import progress_display
+
+    console = Console(width=80, file=io.StringIO(), force_terminal=True, color_system=None)
+    with progress_display(console, False, ["original", "optimized"]) as on_event:
+        on_event(long_progress("original"))
+        on_event(long_progress("optimized"))
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console.file.getvalue())  # the frames, without cursor moves
+    lines = [line for line in re.split(r"[\r\n]", drawn) if "training" in line]
+    assert lines and all("━" in line and "%" in line and len(line) <= 80 and "…" not in line for line in lines)
+    final = lines[-1].split("·")
+    assert final[0].rstrip().endswith("training") and all(field.strip()[-1].isalpha() for field in final)  # no number cut
+
+
+def test_the_progress_bar_leaves_no_line_above_the_summary():
+    import io
+
+    from asym_tui.console import progress_display
+
+    console = Console(width=80, file=io.StringIO(), force_terminal=False)
+    with progress_display(console, False, ["optimized"]) as on_event:
+        on_event(long_progress("optimized"))
+    console.print("summary")
+    assert console.file.getvalue().strip() == "summary"  # no "0:14/0:10" left over from the last update
