@@ -9,6 +9,11 @@ Every configuration trains the same network on the same data with the same episo
 iterations (compilation, CUDA graph capture, allocator growth) run first and are timed separately;
 then whole iterations (rollout + update) are timed with the device synchronised at each boundary.
 Ratios are taken against the original trainer measured in the same run, on the same device.
+
+`run_data_sizes` repeats the matrix on synthetic markets of several lengths (`bench --days 30,365,1825`):
+env-steps/s, updates/s and peak memory against the number of bars, the curve that shows whether a
+trainer's cost follows its work or its data. Peak host memory is each configuration's own high-water
+mark (reset before it on Linux; elsewhere the process's, which only grows).
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from dataclasses import dataclass
 import torch
 
 from engine.config import RunConfig, load_config
+from engine.errors import ConfigError
 from engine.features import MarketSplits
 from engine.monitor import resolve_device
+from engine.runs import prepare_data
+from engine.synthetic import parse_synthetic_options
 from engine.trainers import make_trainer
 
 
@@ -36,15 +44,20 @@ class BenchCase:
     use_amp: bool = False
     compile_model: bool = False
     cuda_graphs: bool = False
+    days: int | None = None  # the synthetic market's length, on the data-size axis
 
     @property
-    def label(self) -> str:
+    def configuration(self) -> str:
         if self.trainer == "original":
             return "original"
         flags = [f"{self.num_envs} envs", "AMP" if self.use_amp else "fp32"]
         flags += ["compile"] if self.compile_model else []
         flags += ["CUDA graphs"] if self.cuda_graphs else []
         return "optimized " + ", ".join(flags)
+
+    @property
+    def label(self) -> str:
+        return self.configuration + (f", {self.days:,} days" if self.days else "")
 
 
 @dataclass
@@ -59,11 +72,12 @@ class BenchResult:
     iterations: int = 0
     peak_host_mb: float = 0.0
     peak_device_mb: float | None = None
+    train_bars: int = 0  # rows of the train split
     ratio: float | None = None  # episodes/min over the original trainer's, same run
     error: str = ""
 
     def row(self) -> dict:
-        return {"label": self.case.label, **dataclasses.asdict(self.case), **{k: v for k, v in dataclasses.asdict(self).items() if k != "case"}}
+        return {"label": self.case.label, "configuration": self.case.configuration, **dataclasses.asdict(self.case), **{k: v for k, v in dataclasses.asdict(self).items() if k != "case"}}
 
 
 def default_cases(device: torch.device, quick: bool, num_envs: list[int] | None = None, amp: list[bool] | None = None,
@@ -85,7 +99,8 @@ def default_cases(device: torch.device, quick: bool, num_envs: list[int] | None 
 def measure(case: BenchCase, base: RunConfig, splits: MarketSplits, warmup: int, iterations: int, min_seconds: float) -> BenchResult:
     config = dataclasses.replace(base, trainer=case.trainer, num_envs=max(case.num_envs, base.min_num_envs) if case.trainer == "optimized" else base.num_envs,
                                  use_amp=case.use_amp, compile_model=case.compile_model, cuda_graphs=case.cuda_graphs)
-    result = BenchResult(case)
+    result = BenchResult(case, train_bars=len(splits.train))
+    reset_peak_host_memory()
     try:
         trainer = make_trainer(config, splits)
         device = trainer.device
@@ -117,7 +132,7 @@ def measure(case: BenchCase, base: RunConfig, splits: MarketSplits, warmup: int,
     except Exception as exc:  # one failing configuration must not hide the others
         result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     finally:
-        result.peak_host_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result.peak_host_mb = peak_host_mb()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return result
@@ -142,6 +157,47 @@ def run_bench(cases: list[BenchCase], base: RunConfig, splits: MarketSplits, war
         "machine": machine_facts(device), "episode_steps": base.episode_steps, "data": base.data,
         "warmup_iterations": warmup, "measured_iterations": iterations, "results": [r.row() for r in results],
     }
+
+
+def run_data_sizes(days: list[int], cases: list[BenchCase], base: RunConfig, warmup: int = 2, iterations: int = 2,
+                   original_episodes: int = 3, on_result: Callable[[BenchResult], None] | None = None) -> dict:
+    """The matrix on the synthetic market at each length in `days` (shortest first), ratios within each length;
+    `curve` lists each configuration's throughput and peak memory against the number of bars."""
+    reports = []
+    for length in sorted(days):
+        config = dataclasses.replace(base, data=sized_data(base.data, length))
+        reports.append(run_bench([dataclasses.replace(case, days=length) for case in cases], config, prepare_data(config), warmup,
+                                 iterations, original_episodes=original_episodes, on_result=on_result))
+    results = [row for report in reports for row in report["results"]]
+    curve = [{key: row[key] for key in ("configuration", "days", "train_bars", "steps_per_s", "optimizer_steps_per_s", "peak_host_mb",
+                                        "peak_device_mb", "error")} for row in results]
+    return {**reports[0], "data": base.data, "days": sorted(days), "results": results, "curve": curve}
+
+
+def sized_data(data: str, days: int) -> str:
+    """`data` (a synthetic source) with its length set to `days`: synthetic:seed=3 → synthetic:seed=3,days=365."""
+    if not data.strip().startswith("synthetic"):
+        raise ConfigError(f"bench --days sets the length of the synthetic market; --data {data} is not synthetic")
+    options = {**parse_synthetic_options(data), "days": days}
+    return "synthetic:" + ",".join(f"{key}={value}" for key, value in options.items())
+
+
+def reset_peak_host_memory() -> None:
+    """Linux: writing 5 to clear_refs resets the resident high-water mark (VmHWM) to the memory in use now."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:  # not Linux (or not allowed): the process's peak so far stands
+        pass
+
+
+def peak_host_mb() -> float:
+    """The resident high-water mark since the last reset (Linux), else the process's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if platform.system() == "Darwin" else 1024)
 
 
 def machine_facts(device: torch.device) -> dict:

@@ -41,3 +41,43 @@ def test_default_matrix_on_cpu_and_cuda():
     assert not any(c.cuda_graphs for c in cpu)
     cuda = default_cases(torch.device("cuda"), quick=False)
     assert {c.cuda_graphs for c in cuda[1:]} == {False, True}
+
+
+def test_bench_days_prints_throughput_and_memory_against_data_length(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "asym_tui.cli", "bench", "--quick", "--device", "cpu", "--num-envs", "8",
+                             "--episode-steps", "40", "--data", "synthetic:seed=3", "--days", "16,8", "--warmup", "1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert "Throughput and memory against data length" in result.stdout and "…" not in result.stdout
+    report = json.loads(out.read_text())
+    assert report["days"] == [8, 16]
+    curve = report["curve"]
+    assert [(row["configuration"], row["days"]) for row in curve] == [("original", 8), ("optimized 8 envs, fp32", 8),
+                                                                        ("original", 16), ("optimized 8 envs, fp32", 16)]
+    assert curve[2]["train_bars"] > 2 * curve[0]["train_bars"] * 0.9
+    for row in curve:
+        assert row["error"] == "" and row["steps_per_s"] > 0 and row["optimizer_steps_per_s"] > 0 and row["peak_host_mb"] > 0
+    assert [row["ratio"] for row in report["results"] if row["trainer"] == "original"] == [1.0, 1.0]  # ratios within each length
+
+
+def test_bench_days_refuses_data_that_is_not_synthetic(tmp_path, capsys):
+    from asym_tui.cli import main
+
+    assert main(["bench", "--days", "30", "--data", str(tmp_path / "candles.csv")]) == 2
+    assert "--days sets the length of the synthetic market" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="the high-water mark resets on Linux only")
+def test_peak_host_memory_is_each_configurations_own():
+    import numpy as np
+
+    from engine.bench import peak_host_mb, reset_peak_host_memory
+
+    reset_peak_host_memory()
+    before = peak_host_mb()
+    block = np.ones(50_000_000)  # 400 MB
+    assert peak_host_mb() > before + 300
+    del block
+    reset_peak_host_memory()
+    assert peak_host_mb() < before + 100
