@@ -184,3 +184,20 @@ def test_export_command(run_dir, tmp_path, capsys):
     assert "agent.pt: folder" in error and "does not exist" in error and error.count("\n") == 1
     assert main(["export", str(run_dir), "--format", "keras"]) == 2
     assert "invalid choice: 'keras'" in capsys.readouterr().err
+
+
+def test_onnx_without_the_extra_and_unreadable_files_are_one_line(run_dir, tmp_path, capsys, monkeypatch):
+    from engine.errors import RunError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "onnxscript" else find_spec(name, *rest))
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "agent.onnx")]) == 2
+    assert "export --format onnx needs the onnx extra: pip install 'asym-tui[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "agent.onnx").exists()
+    (tmp_path / "junk.pt").write_bytes(b"not a policy")
+    with pytest.raises(RunError, match="junk.pt: refused"):  # not a policy: read as a checkpoint, which it is not either
+        load_policy(tmp_path / "junk.pt")
+    if find_spec("onnxruntime"):
+        (tmp_path / "junk.onnx").write_bytes(b"not a model either")
+        with pytest.raises(RunError, match="junk.onnx: not a readable ONNX model"):
+            load_policy(tmp_path / "junk.onnx")
