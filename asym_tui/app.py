@@ -126,7 +126,9 @@ class AsymApp(RunControl, LiveView, App):
         notice.update(f"asym-tui needs a terminal of at least {MIN_SIZE[0]}×{MIN_SIZE[1]}; this one is {width}×{height}.\n"
                       "Enlarge the window (a run in progress goes on), or press q to quit.")
         self.query_one(ChartGrid).set_class(height < TALL, "short")
-        self.query_one(Diagnostics).show_hints = height >= TALL
+        diagnostics = self.query_one(Diagnostics)
+        diagnostics.show_hints = height >= TALL  # below, the hints are counted (and logged): one line
+        diagnostics.set_class(diagnostics.show_hints, "tall")
         self.query_one(ControlPanel).set_class(width < 100, "narrow")
 
     # --- screens and panels --------------------------------------------------------------------

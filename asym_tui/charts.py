@@ -39,11 +39,14 @@ def abbreviated(label: str) -> str:
 
 
 def legend_text(entries: list[tuple[str, str]], width: int) -> str:
-    """"━ name" per line in its colour: whole names if they fit, else abbreviated, else validation lines as "v"."""
+    """"━ name" per line in its colour: whole names if they fit, else abbreviated, else validation lines as "v",
+    else one entry per colour (a side's seeds share theirs) named by its first word."""
+    by_colour = {colour: abbreviated(label).split(" ")[0] for label, colour in reversed(entries)}
     stages = (
         "  ".join(f"[{colour}]━ {label}[/]" for label, colour in entries),
         " ".join(f"[{colour}]━ {abbreviated(label)}[/]" for label, colour in entries),
         " ".join(f"[{colour}]━{'v' if label.endswith(' val') else abbreviated(label)}[/]" for label, colour in entries),
+        " ".join(f"[{colour}]━ {name}[/]" for colour, name in reversed(by_colour.items())),
     )
     return next((stage for stage in stages if Text.from_markup(stage).cell_len <= width), stages[-1])
 
@@ -58,6 +61,7 @@ class Chart(PlotextPlot):
         self.full_title, self.short_title = title, short_title or title
         self.legend: list[tuple[str, str]] = []
         self.drawn: dict[str, list[tuple[float, float]]] = {}  # what the last draw plotted, by line
+        self.last_draw: tuple | None = None
         self.fit_border()
 
     @property
@@ -71,6 +75,8 @@ class Chart(PlotextPlot):
         self.fit_border()
 
     def on_resize(self) -> None:
+        if self.last_draw is not None:  # plotext keeps traces of the size it was built at: build again at this one
+            self.draw(*self.last_draw)
         self.fit_border()
 
     def fit_border(self) -> None:
@@ -81,6 +87,7 @@ class Chart(PlotextPlot):
     def draw(self, lines: list[tuple[str, list[float], list[float]]], ylim: tuple[float, float] | None = None,
              xmax: float | None = None, log_y: bool = False) -> None:
         """Each line is (name, x, y); x in seconds when `xlabel` is "time" (shown as minutes past 5 minutes)."""
+        self.last_draw = (lines, ylim, xmax, log_y)
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -114,12 +121,20 @@ class SeedChart(PlotextPlot):
     """A verdict at a glance: each seed's score as a point, beside its side's IQM and 95 % interval."""
 
     titles: tuple[str, ...] = ("seeds •, IQM x, 95% interval",)
+    verdict: dict | None = None
+    legend: list[tuple[str, str]] = []
 
     def on_resize(self) -> None:
-        room = self.size.width - BORDER_ROOM
+        if self.verdict is not None:  # built again at the new size (see Chart.on_resize)
+            self.draw(self.verdict)
+
+    def fit_border(self) -> None:
+        room = self.size.width - BORDER_ROOM if self.size.width else 10_000
         self.border_title = next((title for title in self.titles if len(title) <= room), self.titles[-1])
+        self.border_subtitle = legend_text(self.legend, room)
 
     def draw(self, verdict: dict) -> None:
+        self.verdict = verdict
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -129,10 +144,11 @@ class SeedChart(PlotextPlot):
             plt.scatter([index - 0.15] * len(side["runs"]), side["runs"], color=colour, marker="dot")
             plt.plot([index + 0.15] * 2, list(side["interval"]), color=colour, marker="braille")
             plt.scatter([index + 0.15], [side["iqm"]], color=colour, marker="x")
-        plt.xticks(list(range(1, len(sides) + 1)), [label for label, _ in sides])
+        plt.xticks([])  # the sides are named in the legend, by colour (tick labels under the points drift by a cell)
         plt.xlim(0.5, len(sides) + 0.5)
+        self.legend = [(label, line_colour(label, index)) for index, (label, _) in enumerate(sides)]
         self.titles = (f"{verdict['measure']}: seeds •, IQM x, 95% interval", "seeds •, IQM x, 95% interval", "seeds, IQM, interval")
-        self.on_resize()
+        self.fit_border()
         self.refresh()
 
 

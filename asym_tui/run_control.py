@@ -123,7 +123,13 @@ class RunControl:
         self.running = running
         self.query_one(ControlPanel).set_running(running)
 
+    def closing(self) -> bool:
+        """The app is closing and its widgets are gone (a run's last messages can arrive after them)."""
+        return not self.query(ControlPanel)
+
     def on_engine_event(self, message: EngineEvent) -> None:
+        if self.closing():
+            return
         event = message.event
         if isinstance(event, LogMessage):
             colour = {"warning": "yellow", "error": "red"}.get(event.level, "cyan")
@@ -132,6 +138,9 @@ class RunControl:
         self.record(event)
 
     def on_run_finished(self, message: RunFinished) -> None:
+        if self.closing():
+            self.running = False
+            return
         self.set_running(False)
         self.redraw()
         if message.error:

@@ -45,6 +45,9 @@ class ComparisonScreen(ModalScreen):
             yield Label(id="improvement")
             yield Button("Close (Esc)", id="close", compact=True)
 
+    def on_resize(self) -> None:
+        self.query_one("#comparison-top").set_class(self.size.width < 110, "narrow")  # charts under the table
+
     def on_mount(self) -> None:
         comparison = self.comparison
         table = self.query_one("#comparison", DataTable)

@@ -237,7 +237,9 @@ class Diagnostics(Static):
         self.redraw()
 
     def redraw(self) -> None:
-        width = self.content_size.width or 10_000
+        width = self.content_size.width
+        if not width:  # not laid out yet: on_resize draws it
+            return
         if not self.hints:
             self.update(fit_parts(self.values, width, "  "))
         elif self.show_hints:

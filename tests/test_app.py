@@ -268,3 +268,37 @@ async def test_a_preset_with_its_own_costs_keeps_them(tmp_path):
         app.action_start()
         await wait_for(pilot, lambda: runner.configs and not app.running)
         assert (runner.configs[0].commission, runner.configs[0].slippage) == (0.0003, 0.0001)
+
+
+async def test_the_verdict_of_a_seeded_comparison_is_in_view_at_120x40_without_scrolling(tmp_path):
+    from test_snapshots import seeded_comparison
+
+    app = AsymApp(runner=FakeRunner(), out_dir=str(tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.push_screen(ComparisonScreen(seeded_comparison()))
+        await pilot.pause(0.3)
+        screen = app.screen
+        dialog = screen.query_one("#dialog")
+        assert dialog.scroll_y == 0 and dialog.region.bottom <= 40
+        for part in ("#seed-chart", "#verdict", "#improvement"):
+            region = screen.query_one(part).region
+            assert region.height and dialog.content_region.contains_region(region), (part, region)
+        verdict = screen.query_one("#verdict", DataTable)
+        assert verdict.row_count == 2 and verdict.get_row_at(1)[1] == "1.20, 0.90, 1.50"
+        assert "P(optimized (ppo) > original)" in str(screen.query_one("#improvement").render())
+
+
+async def test_every_control_and_the_compare_seeds_are_reachable_at_80x24(tmp_path):
+    runner = FakeRunner()
+    app = AsymApp(runner=runner, out_dir=str(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        fields = app.query_one("#fields").region
+        for control in ("#preset", "#trainer", "#algorithm", "#amp", "#compile", "#fees", "#shorts", "#num_envs", "#duration", "#data", "#seeds"):
+            region = app.query_one(control).region
+            assert region.height == 1 and fields.contains_region(region), (control, region, fields)
+        seeds = app.query_one("#seeds", Input)
+        assert seeds.region.width >= 8
+        seeds.value = "3"
+        app.action_compare()
+        await wait_for(pilot, lambda: isinstance(app.screen, ComparisonScreen))
+        assert app.seeds == 3

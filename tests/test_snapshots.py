@@ -9,6 +9,7 @@ from asym_tui.app import AsymApp
 from asym_tui.screens import ComparisonScreen
 from engine.compare import comparison_of
 from test_app import FakeRunner, fake_summary, wait_for
+from test_ui_truth import PPO_DIAGNOSTICS
 
 SIZES = [(80, 24), (100, 30), (160, 50)]
 
@@ -21,7 +22,7 @@ def make_app(tmp_path, runner) -> AsymApp:
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
 def test_main_screen_mid_run(snap_compare, tmp_path, size):
-    runner = FakeRunner(events=8, hold=True)
+    runner = FakeRunner(events=8, hold=True, diagnostics=PPO_DIAGNOSTICS)  # a PPO run: its diagnostics line, one hint
 
     async def mid_run(pilot):
         pilot.app.action_start()
@@ -41,12 +42,22 @@ def test_main_screen_after_a_finished_run(snap_compare, tmp_path, size):
     assert snap_compare(make_app(tmp_path, FakeRunner(events=8)), terminal_size=size, run_before=finished)
 
 
-def test_comparison_screen(snap_compare, tmp_path):
+def seeded_comparison():
+    """Three seeds a side, as `compare --seeds 3` gives."""
+    side = lambda trainer, rate, sharpes: [fake_summary(trainer, rate, sharpe) for sharpe in sharpes]
+    summaries = side("original", 100.0, (0.4, 0.2, 0.7)), side("optimized", 5000.0, (1.2, 0.9, 1.5))
+    for seed, (left, right) in enumerate(zip(*summaries)):
+        left.seed = right.seed = seed
+    return comparison_of(*summaries)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=lambda size: f"{size[0]}x{size[1]}")
+def test_comparison_screen(snap_compare, tmp_path, size):
     async def show_table(pilot):
-        pilot.app.push_screen(ComparisonScreen(comparison_of([fake_summary("original", 100.0, 0.4)], [fake_summary("optimized", 5000.0, 1.2)])))
+        pilot.app.push_screen(ComparisonScreen(seeded_comparison()))
         await pilot.pause()
 
-    assert snap_compare(make_app(tmp_path, FakeRunner()), terminal_size=(120, 40), run_before=show_table)
+    assert snap_compare(make_app(tmp_path, FakeRunner()), terminal_size=size, run_before=show_table)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=lambda size: f"{size[0]}x{size[1]}")
