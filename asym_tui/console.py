@@ -32,21 +32,33 @@ def print_json(value) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def progress_status(event: Progress) -> str:
-    """One line of what a run is doing: phase, time used and left, throughput, learning."""
-    timing = timing_text(event.elapsed_s, event.duration_s)
-    if event.phase in ("compiling", "warming up", "starting"):
-        return f"{event.phase} · {timing}"
-    score = f" · val score {event.val_score:.2f}" if event.val_score is not None else ""
-    return (f"{event.phase} · {timing}{score} · train Sharpe {event.train_sharpe:.2f} · {event.episodes:,} eps · "
-            f"{event.steps_per_s:,.0f} steps/s · {event.optimizer_steps_per_s:,.1f} updates/s")
+def progress_status(event: Progress, width: int | None = None) -> str:
+    """One line of what a run is doing: phase, time used and left, learning, throughput; within `width` the
+    last fields are dropped whole, so no number is ever cut."""
+    fields = [event.phase, timing_text(event.elapsed_s, event.duration_s)]
+    if event.phase not in ("compiling", "warming up", "starting"):
+        fields += [*([f"val score {event.val_score:.2f}"] if event.val_score is not None else []), f"train Sharpe {event.train_sharpe:.2f}",
+                   f"{event.episodes:,} eps", f"{event.steps_per_s:,.0f} steps/s", f"{event.optimizer_steps_per_s:,.1f} updates/s"]
+    while width is not None and len(fields) > 1 and len(" · ".join(fields)) > width:
+        fields.pop()
+    return " · ".join(fields)
+
+
+def json_line(event: Progress | LogMessage) -> str:
+    """An event as one line of strict JSON: {"event": "progress" or "log", ...its fields}, NaN as null."""
+    fields = {key: None if isinstance(value, float) and not np.isfinite(value) else value for key, value in asdict(event).items()}
+    return json.dumps({"event": "progress" if isinstance(event, Progress) else "log", **fields})
 
 
 @contextmanager
-def progress_display(console: Console, quiet: bool, trainers: list[str]):
-    """A rich progress bar per run (time-based, or episode-based with a budget); yields the event callback."""
+def progress_display(console: Console, quiet: bool, trainers: list[str], json_lines: bool = False):
+    """A rich progress bar per run (time-based, or episode-based with a budget), or with `json_lines` one JSON
+    line per event on stderr (stdout stays for the result); yields the event callback."""
     from rich.progress import BarColumn, Progress as Bar, TextColumn
 
+    if json_lines:
+        yield lambda event: None if quiet and isinstance(event, Progress) else print(json_line(event), file=sys.stderr, flush=True)
+        return
     if quiet:
         yield lambda event: console.print(f"[yellow]{event.level}:[/] {event.text}", highlight=False) \
             if isinstance(event, LogMessage) else None
@@ -55,7 +67,8 @@ def progress_display(console: Console, quiet: bool, trainers: list[str]):
     bar = Bar(TextColumn("[bold]{task.fields[stage]}", table_column=Column(no_wrap=True, min_width=stage_width)),
               BarColumn(bar_width=10), TextColumn("{task.percentage:>3.0f}%"),
               TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
-              console=console, refresh_per_second=4)
+              console=console, refresh_per_second=4, transient=True)  # gone at the end: the summary says how it ended
+    status_width = console.width - stage_width - 10 - 4 - 3  # beside the stage, bar, percentage and the gaps between them
     tasks: dict[str, int] = {}
 
     def on_event(event) -> None:
@@ -65,7 +78,7 @@ def progress_display(console: Console, quiet: bool, trainers: list[str]):
         if event.trainer not in tasks:
             tasks[event.trainer] = bar.add_task("", total=100, stage=stage_text(event.trainer, trainers), status="")
         done = event.done_fraction
-        bar.update(tasks[event.trainer], completed=100 * (done or 0.0), status=progress_status(event))
+        bar.update(tasks[event.trainer], completed=100 * (done or 0.0), status=progress_status(event, status_width))
 
     with bar:
         yield on_event

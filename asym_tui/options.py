@@ -56,6 +56,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="file, folder, glob, ZIP, or synthetic[:days=N,seed=S]")
     parser.add_argument("--duration", help="training time, e.g. 30s, 2m, 1h")
     parser.add_argument("--episodes", type=int, help="episode budget")
+    parser.add_argument("--total-steps", type=int, metavar="N", help="env-step budget: stop after N env-steps (as total_timesteps in SB3/CleanRL)")
     parser.add_argument("--num-envs", type=int, help="parallel episodes (optimized trainer)")
     parser.add_argument("--algorithm", choices=("ppo", "reinforce"), help="optimized trainer's algorithm (the original always runs REINFORCE)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, help="mixed precision")
@@ -63,12 +64,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, help="capture the rollout as a CUDA graph")
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
     parser.add_argument("--seed", type=int, help="seeds torch, numpy and the environments (default 0)")
-    parser.add_argument("--fees", choices=tuple(FEE_LEVELS), help="a venue's fee level: " + ", ".join(
-        f"{name} {100 * c:.3g}%%+{100 * s:.3g}%%" for name, (c, s) in FEE_LEVELS.items()))
-    parser.add_argument("--fee", type=float, metavar="RATE", help="commission per trade, a fraction of the notional (0.001 = 0.1%%)")
-    parser.add_argument("--slippage", type=float, metavar="RATE", help="slippage per trade, a fraction of the notional")
-    parser.add_argument("--position-size", type=float, metavar="F", help="fraction of equity per exposure level (at most 1)")
-    parser.add_argument("--no-short", action="store_true", default=None, help="long or flat only")
+    add_cost_options(parser)
     parser.add_argument("--out", help="folder for run folders (default: runs)")
     parser.add_argument("--name", help="run folder name")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any run-config field (repeatable)")
@@ -77,17 +73,30 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files to <run>/tensorboard")
 
 
+def add_cost_options(parser: argparse.ArgumentParser) -> None:
+    """What each trade costs and how big it is: on every command that trains or backtests."""
+    parser.add_argument("--fees", choices=tuple(FEE_LEVELS), help="a venue's fee level: " + ", ".join(
+        f"{name} {100 * c:.3g}%%+{100 * s:.3g}%%" for name, (c, s) in FEE_LEVELS.items()))
+    parser.add_argument("--fee", type=float, metavar="RATE", help="commission per trade, a fraction of the notional (0.001 = 0.1%%)")
+    parser.add_argument("--slippage", type=float, metavar="RATE", help="slippage per trade, a fraction of the notional")
+    parser.add_argument("--position-size", type=float, metavar="F", help="fraction of equity per exposure level (at most 1)")
+    parser.add_argument("--no-short", action="store_true", default=None, help="long or flat only")
+
+
+def cost_overrides(args) -> dict:
+    """The run-config fields the cost options set (an explicit --fee or --slippage wins over --fees)."""
+    commission, slippage = FEE_LEVELS[args.fees] if args.fees else (None, None)
+    costs = {"commission": args.fee if args.fee is not None else commission, "slippage": args.slippage if args.slippage is not None else slippage,
+             "position_size": args.position_size, "allow_short": False if args.no_short else None}
+    return {key: value for key, value in costs.items() if value is not None}
+
+
 def overrides_from(args) -> dict:
     flags = {"data": args.data, "num_envs": args.num_envs, "use_amp": args.amp, "compile_model": args.compile,
              "cuda_graphs": args.cuda_graphs, "device": args.device, "seed": args.seed, "out_dir": args.out,
-             "run_name": args.name, "max_episodes": args.episodes, "trainer": getattr(args, "trainer", None),
+             "run_name": args.name, "max_episodes": args.episodes, "total_steps": args.total_steps, "trainer": getattr(args, "trainer", None),
              "algorithm": args.algorithm, "tensorboard": args.tensorboard}
-    if args.fees:
-        flags["commission"], flags["slippage"] = FEE_LEVELS[args.fees]
-    flags.update({"commission": args.fee if args.fee is not None else flags.get("commission"),
-                  "slippage": args.slippage if args.slippage is not None else flags.get("slippage"),
-                  "position_size": args.position_size, "allow_short": False if args.no_short else None})
-    overrides = {key: value for key, value in flags.items() if value is not None}
+    overrides = {**{key: value for key, value in flags.items() if value is not None}, **cost_overrides(args)}
     if args.duration is not None:
         overrides["duration_s"] = parse_duration(args.duration)
         if not overrides["duration_s"]:

@@ -15,6 +15,7 @@ from typing import Any
 import tomli_w
 
 from engine.env import EnvConfig
+from engine.features import parse_windows
 from engine.errors import ConfigError
 
 PRESETS_DIR = Path(str(resources.files("engine") / "presets"))  # shipped inside the package (wheel included)
@@ -28,7 +29,7 @@ CHOICES = {
 }
 POSITIVE = {"rollout_steps", "ppo_epochs", "ppo_minibatches", "clip_coef", "num_envs", "episode_steps", "macro_every", "gradient_accumulation_steps", "update_minibatch", "reward_scale",
             "lr_macro", "lr_micro", "grad_clip", "macro_window", "micro_window", "initial_equity", "position_size"}
-NON_NEGATIVE = {"purge_bars", "unseen_series", "validation_series", "value_coef", "duration_s", "max_episodes", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
+NON_NEGATIVE = {"purge_bars", "unseen_series", "validation_series", "value_coef", "duration_s", "max_episodes", "total_steps", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
 FRACTIONS = {"gamma", "train_fraction", "validation_fraction"}
 
 
@@ -72,6 +73,7 @@ class RunConfig:
     # When to stop (the first reached wins; 0 = no limit)
     duration_s: float = 60.0  # wall-clock training budget in seconds
     max_episodes: int = 0  # episode budget
+    total_steps: int = 0  # env-step budget, as SB3's and CleanRL's total_timesteps (checked after each rollout)
     # Market and environment
     macro_window: int = 492  # bars in the macro (long) feature window, about 41 h of 5-minute bars
     micro_window: int = 60  # bars in the micro (short) feature window, 5 h
@@ -80,7 +82,7 @@ class RunConfig:
     test_windows: str = ""  # explicit test windows "START/END[,START/END...]" (ISO times, UTC) instead of the last part of the data
     train_window: str = ""  # with test_windows: the "START/END" data training and validation use (empty: all of it)
     purge_bars: int = 0  # with test_windows: bars left out on both sides of each test window (0: macro_window + indicator warm-up)
-    mirror_train: bool = False  # also train on the train split's mirror image (no net direction to exploit)
+    mirror_train: bool = True  # also train on the train split's mirror image: no net direction, so "always long" earns nothing
     episode_steps: int = 500  # steps per training episode
     position_size: float = 1.0  # fraction of equity per exposure level (1.0 = no leverage)
     allow_short: bool = True  # allow exposure level -1
@@ -205,31 +207,13 @@ def validate(config: RunConfig, origin: str = "config") -> RunConfig:
         raise ConfigError(f"{origin}: micro_window must be between 2 and macro_window ({config.macro_window})")
     if config.position_size > 1:
         raise ConfigError(f"{origin}: position_size must be <= 1 (no leverage), got {config.position_size}")
+    if config.learning_algorithm == "ppo" and config.num_envs * config.rollout_steps // config.ppo_minibatches < 2:
+        raise ConfigError(f"{origin}: ppo_minibatches ({config.ppo_minibatches}) leaves fewer than 2 samples per minibatch: a rollout holds "
+                          f"num_envs x rollout_steps = {config.num_envs * config.rollout_steps}; use at most "
+                          f"{max(1, config.num_envs * config.rollout_steps // 2)}")
     if config.trainer == "optimized" and config.min_num_envs > config.num_envs:
         raise ConfigError(f"{origin}: min_num_envs ({config.min_num_envs}) must be <= num_envs ({config.num_envs})")
     return config
-
-
-def parse_windows(text: str, key: str = "test_windows", origin: str = "config") -> list[tuple]:
-    """'2024-01-01/2024-02-01,2024-03-01/2024-04-01' → [(start, end), ...] as UTC timestamps; either end of a
-    pair may be empty (open)."""
-    import pandas as pd
-
-    windows = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        first, sep, second = item.partition("/")
-        try:
-            start, end = (utc(pd.Timestamp(value.strip())) if value.strip() else None for value in (first, second))
-        except (ValueError, TypeError):
-            raise ConfigError(f"{origin}: {key} {item!r}: use START/END with ISO times, e.g. 2024-01-01/2024-02-01") from None
-        if not sep or (start is not None and end is not None and start >= end):
-            raise ConfigError(f"{origin}: {key} {item!r}: use START/END with START before END")
-        windows.append((start, end))
-    return windows
-
-
-def utc(stamp):
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any], origin: str) -> RunConfig:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from engine.data import DataError, segments, split_bounds
+from engine.errors import ConfigError
 
 INDICATORS = (
     "log_return", "volatility_12", "volatility_24", "volatility_48", "volume_zscore_24",
@@ -170,10 +171,18 @@ def utc_times(stamps: pd.Series) -> np.ndarray:
     return (index.tz_convert(None) if index.tz is not None else index).to_numpy()
 
 
-def _aggregate(indicators: pd.DataFrame, window: int) -> np.ndarray:
-    rolling = indicators.rolling(window)
-    parts = [rolling.mean().to_numpy(), rolling.std(ddof=0).to_numpy(), indicators.to_numpy()]
-    return np.concatenate(parts, axis=1)
+def _aggregate(indicators: pd.DataFrame, window: int, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+    """[mean | std | last] of each indicator over `window` bars from `first_row` on, written column by column
+    into one float32 matrix (no float64 frames of the whole to stack and cast), and the float64 means."""
+    width = indicators.shape[1]
+    aggregated = np.empty((len(indicators) - first_row, 3 * width), dtype=np.float32)
+    means = np.empty((len(aggregated), width))
+    for column, name in enumerate(indicators):
+        rolling = indicators[name].rolling(window)
+        means[:, column] = rolling.mean().to_numpy()[first_row:]
+        for part, values in enumerate((means[:, column], rolling.std(ddof=0).to_numpy()[first_row:], indicators[name].to_numpy()[first_row:])):
+            aggregated[:, part * width + column] = values
+    return aggregated, means
 
 
 def build_features(candles: pd.DataFrame, macro_window: int = 492, micro_window: int = 60) -> Features:
@@ -186,14 +195,14 @@ def build_features(candles: pd.DataFrame, macro_window: int = 492, micro_window:
         source = candles.attrs.get("source", "data")
         raise DataError(f"{source}: {len(candles)} rows are too few for macro_window={macro_window}: need at least {needed}")
     indicators = indicator_frame(candles)
-    macro = _aggregate(indicators, macro_window)[first_row:]
-    micro = _aggregate(indicators, micro_window)[first_row:]
+    macro, macro_means = _aggregate(indicators, macro_window, first_row)
+    micro, _ = _aggregate(indicators, micro_window, first_row)
     return Features(
-        macro=macro.astype(np.float32),
-        micro=micro.astype(np.float32),
+        macro=macro,
+        micro=micro,
         close=candles["close"].to_numpy(dtype=np.float64)[first_row:],
         timestamps=utc_times(candles["timestamp"])[first_row:],
-        trend=macro[:, INDICATORS.index("log_return")].astype(np.float64),
+        trend=np.ascontiguousarray(macro_means[:, INDICATORS.index("log_return")]),
     )
 
 
@@ -251,6 +260,38 @@ class SplitWindows:
         for start, end in self.tests:
             intervals = [piece for a, b in intervals for piece in ((a, min(b, start - self.purge)), (max(a, end + self.purge), b)) if piece[0] < piece[1]]
         return intervals
+
+
+def parse_windows(text: str, key: str = "test_windows", origin: str = "config") -> list[tuple]:
+    """'2024-01-01/2024-02-01,2024-03-01/2024-04-01' → [(start, end), ...] as UTC timestamps; either end of a
+    pair may be empty (open)."""
+    windows = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        first, sep, second = item.partition("/")
+        try:
+            start, end = (utc(pd.Timestamp(value.strip())) if value.strip() else None for value in (first, second))
+        except (ValueError, TypeError):
+            raise ConfigError(f"{origin}: {key} {item!r}: use START/END with ISO times, e.g. 2024-01-01/2024-02-01") from None
+        if not sep or (start is not None and end is not None and start >= end):
+            raise ConfigError(f"{origin}: {key} {item!r}: use START/END with START before END")
+        windows.append((start, end))
+    return windows
+
+
+def utc(stamp):
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def split_windows(config, candles: pd.DataFrame) -> SplitWindows | None:
+    """A run config's explicit test windows (walk-forward, CPCV) as the splitter takes them, or None; the
+    purge defaults to the macro window plus the indicators' warm-up."""
+    if not config.test_windows:
+        return None
+    as_time = lambda stamp, open_end: open_end if stamp is None else np.datetime64(stamp.tz_convert(None), "ns")
+    pairs = lambda text: [(as_time(a, EARLIEST), as_time(b, LATEST)) for a, b in parse_windows(text)]
+    bar = candles.attrs["timeframe"].to_timedelta64() if "timeframe" in candles.attrs else np.timedelta64(300, "s")
+    purge = config.purge_bars or config.macro_window + INDICATOR_WARMUP
+    return SplitWindows(tuple(pairs(config.test_windows)), *(pairs(config.train_window) or [(EARLIEST, LATEST)]), purge * bar)
 
 
 def clipped(intervals: list[Interval], start: np.datetime64 = EARLIEST, end: np.datetime64 = LATEST) -> list[Interval]:
@@ -320,12 +361,6 @@ def prepare_splits(
     return MarketSplits(train=normalizer.apply(train), validation=normalizer.apply(splits["validation"]),
                         test=normalizer.apply(splits["test"]), normalizer=normalizer, bar_seconds=bar_seconds, notes=tuple(notes),
                         validation_mirror=validation_mirror)
-
-
-def split_by_time(pieces: list[Features], train_fraction: float = 0.70, validation_fraction: float = 0.15) -> dict[str, Features]:
-    """Train / validation / test by two time cuts shared by every segment (70 / 15 / 15 of all rows by default)."""
-    stamps = np.sort(np.concatenate([piece.timestamps for piece in pieces]))
-    return {name: take(pieces, parts) for name, parts in split_intervals(stamps, train_fraction, validation_fraction).items()}
 
 
 def feature_names() -> list[str]:
