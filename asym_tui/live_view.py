@@ -32,7 +32,13 @@ class LiveView:
         self.latest = event
         self.dirty = True
 
+    def closing(self) -> bool:
+        """The app is closing and its widgets are gone (a run's last messages and redraws can come after them)."""
+        return not self.query(StatusLine)
+
     def redraw(self) -> None:
+        if self.closing():
+            return
         if self.running:
             self.show_status()
         if not self.dirty:

@@ -123,10 +123,6 @@ class RunControl:
         self.running = running
         self.query_one(ControlPanel).set_running(running)
 
-    def closing(self) -> bool:
-        """The app is closing and its widgets are gone (a run's last messages can arrive after them)."""
-        return not self.query(ControlPanel)
-
     def on_engine_event(self, message: EngineEvent) -> None:
         if self.closing():
             return
