@@ -49,7 +49,7 @@ class AsymApp(RunControl, LiveView, App):
         Binding("w", "walkforward", "Walk-forward", id="walkforward"),
         Binding("h", "history", "History", id="history"),
         Binding("p", "save_preset", "Save the settings as a preset", id="save_preset", show=False),
-        Binding("d", "doctor", "Doctor", id="doctor"),
+        Binding("d", "doctor", "Doctor", id="doctor", show=False),  # in ? and the palette: the footer fits 80 columns
         Binding("1", "toggle('controls')", "Show/hide controls", id="toggle_controls", show=False),
         Binding("2", "toggle('numbers')", "Show/hide numbers", id="toggle_numbers", show=False),
         Binding("3", "toggle('charts')", "Show/hide charts", id="toggle_charts", show=False),
@@ -130,6 +130,7 @@ class AsymApp(RunControl, LiveView, App):
         diagnostics.show_hints = height >= TALL  # below, the hints are counted (and logged): one line
         diagnostics.set_class(diagnostics.show_hints, "tall")
         self.query_one(ControlPanel).set_class(width < 100, "narrow")
+        self.query_one(Footer).compact = width < 100
 
     # --- screens and panels --------------------------------------------------------------------
     def action_walkforward(self) -> None:

@@ -291,6 +291,7 @@ async def test_chart_titles_and_legends_fit_their_borders_at_80x24(tmp_path):
                 assert str(chart.border_title) in text and len(str(chart.border_title)) <= chart.size.width - 4
         assert "…" not in "".join(line for line in text.splitlines() if "╭" in line or "╰" in line)
         assert "opt" in Text.from_markup(app.query_one("#chart-sharpe", Chart).border_subtitle).plain
+        assert "w Walk-forward" in text and "q Quit" in text  # the footer's keys, whole
 
 
 async def test_the_log_wraps_again_after_a_resize_and_when_expanded(tmp_path):
