@@ -2,7 +2,6 @@
 the aggregate and PBO close it, Stop stops it; one tiny real study end to end."""
 
 import threading
-import time
 from pathlib import Path
 
 import pandas as pd
