@@ -99,10 +99,11 @@ def print_run_summary(console: Console, outcome) -> None:
     throughput, training = summary.throughput, summary.training
     console.print(f"[bold]{summary.trainer}[/] run {summary.status} ({escape(summary.stop_reason)}) · {summary.data} · {summary.fee_model}",
                   highlight=False)
-    console.print(f"  {summary.algorithm}: {throughput.episodes:,} episodes, {throughput.env_steps:,} env-steps in "
-                  f"{throughput.train_s:.1f} s of training ({number(throughput.steps_per_s, '{:,.0f}')} steps/s, "
-                  f"{number(throughput.optimizer_steps_per_s, '{:,.1f}')} optimizer steps/s; warm-up {throughput.warmup_s:.1f} s "
-                  f"not counted); updates macro:micro {training.get('macro_updates')}:{training.get('micro_updates')}", highlight=False)
+    rates = f"{number(throughput.steps_per_s, '{:,.0f}')} steps/s, {number(throughput.optimizer_steps_per_s, '{:,.1f}')} optimizer steps/s"
+    timing = (f"{throughput.train_s:.1f} s of training ({rates}; warm-up {throughput.warmup_s:.1f} s not counted)" if throughput.train_s else
+              f"{throughput.warmup_s:.1f} s, all of it warm-up ({rates} over warm-up, compilation and allocation included)")
+    console.print(f"  {summary.algorithm}: {throughput.episodes:,} episodes, {throughput.env_steps:,} env-steps in {timing}; updates "
+                  f"macro:micro {training.get('macro_updates')}:{training.get('micro_updates')}", highlight=False)
     if summary.selected_model and summary.selected_model.get("verdict"):
         console.print(f"  selection: {summary.selected_model['verdict']}", highlight=False)
     if summary.test:

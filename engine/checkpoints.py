@@ -10,16 +10,18 @@ import io
 import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from engine.config import RunConfig, apply_overrides
+from engine.config import RunConfig, apply_overrides, trading_costs
 from engine.errors import RunError
 from engine.evaluation import evaluate_split, source_features
-from engine.features import Normalizer, split_by_time
+from engine.data import load_candles
+from engine.features import Features, Normalizer, series_features, split_intervals, split_windows, take
 from engine.files import atomic_write_bytes
-from engine.loop import Trainer, chosen_weights
+from engine.loop import Trainer
 from engine.model import AsymmetricPolicyNetwork, ModelShape
-from engine.selection import selection_text
+from engine.selection import chosen_weights, selection_text
 
 try:
     VERSION = importlib.metadata.version("asym-tui")  # one source of truth: the package metadata
@@ -78,19 +80,30 @@ def checkpoint_model(state: dict, last: bool = False) -> tuple[AsymmetricPolicyN
     return model.eval(), weights
 
 
+def checkpoint_features(source: str, config: RunConfig, normalizer: Normalizer, split: str) -> tuple[Features, float]:
+    """A source as the run saw it, normalized with the run's statistics: all of it, or one split cut the way the
+    run cut its own data (fractions, or its explicit test windows and purge)."""
+    if split == "all":
+        return source_features(source, normalizer, config.macro_window, config.micro_window)
+    candles = load_candles(source)
+    pieces = [features for _, features in series_features(candles, config.macro_window, config.micro_window)[0]]
+    stamps = np.sort(np.concatenate([piece.timestamps for piece in pieces]))
+    parts = split_intervals(stamps, config.train_fraction, config.validation_fraction, split_windows(config, candles))[split]
+    return normalizer.apply(take(pieces, parts)), candles.attrs["timeframe"].total_seconds()
+
+
 def evaluate_checkpoint(checkpoint: str | Path, source: str | None = None, split: str = "all", last: bool = False,
-                        seed: int = 0) -> dict:
-    """Greedy backtest of a run's model on any data source (or its own), next to the baselines."""
+                        seed: int = 0, with_backtest: bool = False, overrides: dict | None = None) -> dict:
+    """Greedy backtest of a run's model on any data source (or its own), next to the baselines. `with_backtest`
+    adds the agent's path itself under "agent_path" (not JSON: for positions and trades, engine/trades.py)."""
     state = load_checkpoint(checkpoint)
-    config = apply_overrides(RunConfig(), state["config"], f"checkpoint {checkpoint}")
+    config = apply_overrides(apply_overrides(RunConfig(), state["config"], f"checkpoint {checkpoint}"), overrides or {}, "eval")
     source = source or config.data
-    features, bar_seconds = source_features(source, Normalizer.from_state_dict(state["normalizer"]), config.macro_window, config.micro_window)
+    features, bar_seconds = checkpoint_features(source, config, Normalizer.from_state_dict(state["normalizer"]), split)
     expected = state["model_shape"]["macro_dim"] + state["model_shape"]["micro_dim"]
     if features.macro.shape[1] + features.micro.shape[1] != expected:
         raise RunError(f"{checkpoint}: the model reads {expected} features, this data gives "
                        f"{features.macro.shape[1] + features.micro.shape[1]}")
-    if split != "all":
-        features = split_by_time([features], config.train_fraction, config.validation_fraction)[split]
     model, weights = checkpoint_model(state, last)
     results = evaluate_split(model, features, config.env_config(), bar_seconds, seed)
     from engine.metrics import periods_per_year
@@ -98,6 +111,11 @@ def evaluate_checkpoint(checkpoint: str | Path, source: str | None = None, split
     trained_bar = state.get("bar_seconds")
     notes = [] if trained_bar in (None, bar_seconds) else [
         f"the model was trained on {trained_bar / 60:g}-minute bars; this data has {bar_seconds / 60:g}-minute bars"]
-    return {"checkpoint": str(checkpoint), "data": source, "split": split, "bars": len(features), "weights": weights, "notes": notes,
-            "bar_seconds": bar_seconds, "periods_per_year": periods_per_year(bar_seconds),
-            "policies": {name: backtest.metrics for name, backtest in results.items()}}
+    report = {"checkpoint": str(checkpoint), "data": source, "split": split, "bars": len(features) - 1, "weights": weights, "notes": notes,
+              "fee_model": trading_costs(config),
+              "bar_seconds": bar_seconds, "periods_per_year": periods_per_year(bar_seconds),
+              "policies": {name: backtest.metrics for name, backtest in results.items()}}
+    if with_backtest:
+        report["agent_path"] = {"backtest": results["agent"], "series": features, "env_config": config.env_config(),
+                                "initial_equity": config.initial_equity}
+    return report

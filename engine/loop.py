@@ -1,24 +1,23 @@
 """The training loop both trainers share.
 
 `Trainer` has one public `iterate()` — collect a batch of experience, learn from it; `bench` times exactly
-this — and `run()` loops over it with reporting (Progress events, warm-up timed apart), validation on
-validation and its mirror image, model selection and stopping (duration, episode or env-step budget, the
-user, out-of-memory recovery; the duration and the user are heard inside an iteration too, see `Deadline`).
-How experience is collected is the subclasses' part (engine/trainers.py);
-learning itself (losses, optimizers, AMP, accumulation) is engine/learners.py.
+this — and `run()` loops over it with reporting (Progress events), out-of-memory recovery and stopping.
+Its other parts live beside it, by what changes together: warm-up, rates and budgets in engine/clock.py
+(`Timing`; the duration and the user are heard inside an iteration too, see `Deadline`), validation and
+the weights a run keeps in engine/selection.py (`Selecting`). How experience is collected is the
+subclasses' part (engine/trainers.py); learning itself (losses, optimizers, AMP, accumulation) is
+engine/learners.py.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,12 +29,8 @@ from engine.metrics import episode_sharpe
 from engine.learners import Interrupted, PPOBatch, Rollout, TrainingStopped, make_learner
 from engine.model import AsymmetricPolicyNetwork, ModelShape
 from engine.monitor import DeviceMonitor, resolve_device
-from engine.selection import NO_EDGE, Selection, ValidationSet, selection_text, weights_of
-
-WARMUP_ITERATIONS = 1  # first iterations of a session timed apart: lazy allocation; compilation and graph
-COMPILED_WARMUP_ITERATIONS = 2  # capture take both MacroNet modes, so two when compiling
-HEARTBEAT_S = 1.0  # while a long first iteration warms up, a progress event this often shows the clock running
-
+from engine.clock import COMPILED_WARMUP_ITERATIONS, WARMUP_ITERATIONS, Deadline, Iteration, Timing, Warmup
+from engine.selection import Selecting, Selection, ValidationSet
 
 @dataclass
 class TrainResult:
@@ -46,61 +41,6 @@ class TrainResult:
     messages: list[LogMessage] = field(default_factory=list)
 
 
-@dataclass
-class Warmup:
-    """The first iterations of a session, timed apart from throughput (compilation, graph capture)."""
-
-    pending: int = 0  # iterations still to go
-    seconds: float = 0.0  # this session's
-    before_s: float = 0.0  # earlier sessions' (a resumed run)
-    episodes: int = 0
-    steps: int = 0
-    updates: int = 0
-
-    def begin(self, iterations: int) -> None:
-        self.before_s, self.seconds = self.total_s, 0.0
-        self.pending, self.episodes, self.steps, self.updates = iterations, 0, 0, 0
-
-    def add(self, step: Iteration, episodes: int, updates: int) -> None:
-        self.pending -= 1
-        self.seconds += step.rollout_s + step.update_s
-        self.episodes += episodes
-        self.steps += step.env_steps
-        self.updates += updates
-
-    @property
-    def total_s(self) -> float:
-        return self.before_s + self.seconds
-
-
-class Deadline:
-    """"Must the run end now?", asked inside rollouts and between PPO minibatch steps so that the duration
-    holds within an iteration. Warm-up counts in the duration; while it lasts, the last progress event is
-    sent again (not recorded) with the time going by."""
-
-    def __init__(self, trainer: Trainer, started: float):
-        self.trainer, self.started, self.heartbeat = trainer, started, started
-
-    def __call__(self) -> bool:
-        trainer, now = self.trainer, time.perf_counter()
-        if trainer.warmup.pending and now - self.heartbeat >= HEARTBEAT_S:
-            trainer.on_event(replace(trainer.last_progress, elapsed_s=trainer.elapsed_before + now - self.started))
-            self.heartbeat = now
-        duration = trainer.config.duration_s
-        return trainer.stop.is_set() or bool(duration) and now - self.started >= duration
-
-
-class Iteration(NamedTuple):
-    """What one `Trainer.iterate()` did."""
-
-    env_steps: int
-    finished_log_returns: np.ndarray  # log equity growth of each episode that ended
-    rollout_s: float
-    update_s: float
-    mean_reward: float
-    loss: float
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -108,7 +48,7 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-class Trainer:
+class Trainer(Timing, Selecting):
     """The loop both trainers share: iterate (collect, learn), report, validate, stop."""
 
     name = "trainer"
@@ -150,19 +90,6 @@ class Trainer:
         message = LogMessage(level, text, self.elapsed_before + self.session_elapsed)
         self.messages.append(message)
         self.on_event(message)
-
-    @property
-    def train_s(self) -> float:
-        """Seconds of rollouts and updates after warm-up, over every session of the run."""
-        return self.train_s_before + self.rollout_s + self.update_s
-
-    def rates(self) -> tuple[float, float, float]:
-        """This session's episodes/min, env-steps/s and optimizer steps/s after warm-up (warm-up alone if
-        the session never got past it)."""
-        seconds, episodes, steps, updates = self.rollout_s + self.update_s, self.session_episodes, self.session_steps, self.session_updates
-        if not seconds:
-            seconds, episodes, steps, updates = self.warmup.seconds, self.warmup.episodes, self.warmup.steps, self.warmup.updates
-        return (60 * episodes / seconds, steps / seconds, updates / seconds) if seconds else (0.0, 0.0, 0.0)
 
     def progress(self, phase: str, started: float, loss=math.nan, mean_reward=math.nan) -> Progress:
         reading = self.monitor.read()
@@ -255,77 +182,6 @@ class Trainer:
             status = "stopped"
         return TrainResult(status, reason, self.last_progress, self.history, self.messages)
 
-    def record(self, step: Iteration, updates: int) -> None:
-        finished = len(step.finished_log_returns)
-        self.episodes += finished
-        self.env_steps += step.env_steps
-        self.recent_log_returns.extend(step.finished_log_returns.tolist())
-        if self.warmup.pending:
-            self.warmup.add(step, finished, updates)
-            return
-        self.rollout_s += step.rollout_s
-        self.update_s += step.update_s
-        self.session_episodes += finished
-        self.session_steps += step.env_steps
-        self.session_updates += updates
-
-    def warmed_up(self, started: float) -> None:
-        """Say how long warm-up took (compilation, graph capture) and report training right away."""
-        if self.learner.is_compiled or self.config.cuda_graphs:
-            self.log("info", f"warm-up took {self.warmup.seconds:.1f} s (compilation, graph capture); "
-                             "throughput is measured after it")
-        self.progress("training", started)
-
-    def remaining(self, started: float) -> float:
-        """The fraction left of the budget that ends first (duration, episodes, env-steps); 1 without one."""
-        config = self.config
-        spent = [(time.perf_counter() - started) / config.duration_s if config.duration_s else 0.0,
-                 self.episodes / config.max_episodes if config.max_episodes else 0.0,
-                 self.env_steps / config.total_steps if config.total_steps else 0.0]
-        return max(0.0, 1.0 - max(spent))
-
-    def stop_reason(self, started: float) -> str:
-        if self.stop.is_set():
-            return "stopped by the user"
-        if self.config.duration_s and time.perf_counter() - started >= self.config.duration_s:
-            return f"duration of {self.config.duration_s:g} s reached"
-        if self.config.max_episodes and self.episodes >= self.config.max_episodes:
-            return f"episode budget of {self.config.max_episodes} reached"
-        if self.config.total_steps and self.env_steps >= self.config.total_steps:
-            return f"env-step budget of {self.config.total_steps:,} reached"
-        return ""
-
-    def validate(self, started: float) -> dict:
-        """Greedy backtests on every validation series (engine/selection.py: validation, its mirror, and on the
-        synthetic market independent series with regime changes); their mean Sharpe is the score. The
-        selection then keeps the latest weights within noise of the best score if they show an edge
-        over flat and the best constant position, else a flat policy."""
-        self.progress("validating", started)
-        score, backtests = self.validation_set.score(self.model)
-        main = backtests[0]
-        self.validation = {**main.metrics, "score": score, "portfolio": self.config.initial_equity * float(main.equity[-1])}
-        self.validations.append({"elapsed_s": self.elapsed_before + time.perf_counter() - started, "env_steps": self.env_steps,
-                                 "optimizer_steps": self.learner.micro_updates, "val_sharpe": main.metrics["sharpe"], "val_score": score})
-        record = {"episodes": self.episodes, "val_score": score, "val_sharpe": main.metrics["sharpe"], "model": weights_of(self.model)}
-        validation = self.validation_set
-        self.selection.consider(record, validation.noise, validation.edge_bar(len(self.validations)), validation.benchmark)
-        return self.validation
-
-    @property
-    def best(self) -> dict | None:
-        """The weights selection keeps so far (with how they were chosen), or None before any validation."""
-        return self.selection.chosen
-
-    def selected_model(self) -> tuple[AsymmetricPolicyNetwork, dict]:
-        """The network to evaluate on test: the weights selection keeps (`select_best`), else the last ones."""
-        chosen = chosen_weights(self.best, self.config.select_best)
-        if chosen is None:
-            return self.model, {"weights": "last", "episodes": self.episodes}
-        model = copy.deepcopy(self.model)
-        model.load_state_dict(chosen["model"])
-        facts = {key: value for key, value in chosen.items() if key != "model"}
-        return model, {**facts, "weights": NO_EDGE if chosen["no_edge"] else "best validation score", "verdict": selection_text(chosen)}
-
     def recover(self, exc: Exception) -> str:
         """Survive an out-of-memory error if possible; return why training must stop, or ''."""
         if not (isinstance(exc, TrainingStopped) or is_out_of_memory(exc)):
@@ -373,11 +229,6 @@ class Trainer:
     def collect(self) -> tuple[Rollout | PPOBatch, torch.Tensor]:
         """One batch of experience without autograd, and the log growth of the episodes that ended in it."""
         raise NotImplementedError
-
-
-def chosen_weights(best: dict | None, select_best: bool, last: bool = False) -> dict | None:
-    """The weights chosen on validation when selection applies (the one rule for runs and checkpoints), else None."""
-    return best if best is not None and select_best and not last else None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

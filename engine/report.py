@@ -55,7 +55,7 @@ def plot_test_equity(axis, test_backtests: dict, times: pd.DatetimeIndex, traine
     for name, backtest in test_backtests.items():
         count = len(backtest.equity)
         axis.plot(times[:count], backtest.equity, label=name.replace("_", " "), color=policy_colour(name, trainer), lw=1.2)
-    locator = mdates.AutoDateLocator(maxticks=6)
+    locator = mdates.AutoDateLocator(minticks=2, maxticks=6)  # minticks 3 leaves ranges (2-3 days) no interval fits: a warning
     axis.xaxis.set_major_locator(locator)
     axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     axis.set_title("Test split: equity (multiple of start)")

@@ -20,7 +20,9 @@ validation shows no edge never trades out of sample.
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,3 +184,44 @@ def selection_text(chosen: dict) -> str:
         return f"{NO_EDGE} (best validation score {chosen['best_val_score']:.2f}, needed > {chosen['edge_bar']:.2f})"
     edge = f"; score {chosen['val_score']:.2f} > {chosen['edge_bar']:.2f} needed" if "edge_bar" in chosen else ""
     return f"weights chosen on validation (after {chosen['episodes']:,} episodes{edge})"
+
+
+class Selecting:
+    """Validation and selection: the part of `engine.loop.Trainer` that scores its model and keeps weights."""
+
+    def validate(self, started: float) -> dict:
+        """Greedy backtests on every validation series (engine/selection.py: validation, its mirror, and on the
+        synthetic market independent series with regime changes); their mean Sharpe is the score. The
+        selection then keeps the latest weights within noise of the best score if they show an edge
+        over flat and the best constant position, else a flat policy."""
+        self.progress("validating", started)
+        score, backtests = self.validation_set.score(self.model)
+        main = backtests[0]
+        self.validation = {**main.metrics, "score": score, "portfolio": self.config.initial_equity * float(main.equity[-1])}
+        self.validations.append({"elapsed_s": self.elapsed_before + time.perf_counter() - started, "env_steps": self.env_steps,
+                                 "optimizer_steps": self.learner.micro_updates, "val_sharpe": main.metrics["sharpe"], "val_score": score})
+        record = {"episodes": self.episodes, "val_score": score, "val_sharpe": main.metrics["sharpe"], "model": weights_of(self.model)}
+        validation = self.validation_set
+        self.selection.consider(record, validation.noise, validation.edge_bar(len(self.validations)), validation.benchmark)
+        return self.validation
+
+    @property
+    def best(self) -> dict | None:
+        """The weights selection keeps so far (with how they were chosen), or None before any validation."""
+        return self.selection.chosen
+
+    def selected_model(self) -> tuple[AsymmetricPolicyNetwork, dict]:
+        """The network to evaluate on test: the weights selection keeps (`select_best`), else the last ones."""
+        chosen = chosen_weights(self.best, self.config.select_best)
+        if chosen is None:
+            return self.model, {"weights": "last", "episodes": self.episodes}
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(chosen["model"])
+        facts = {key: value for key, value in chosen.items() if key != "model"}
+        return model, {**facts, "weights": NO_EDGE if chosen["no_edge"] else "best validation score", "verdict": selection_text(chosen)}
+
+def chosen_weights(best: dict | None, select_best: bool, last: bool = False) -> dict | None:
+    """The weights chosen on validation when selection applies (the one rule for runs and checkpoints), else None."""
+    return best if best is not None and select_best and not last else None
+
+

@@ -42,3 +42,16 @@ def test_no_import_loops():
 
     loops = sorted((module, dep) for module, deps in graph.items() for dep in deps if reaches(dep, module))
     assert not loops
+
+
+def test_rooms_that_fit():
+    """No module in engine/ or asym_tui/ over 450 lines, no class over 200 (issue 22: read in small pieces)."""
+    oversized = []
+    for package in PACKAGES:
+        for path in (ROOT / package).glob("*.py"):
+            source = path.read_text()
+            if source.count("\n") > 450:
+                oversized.append(f"{path.name}: {source.count(chr(10))} lines")
+            oversized += [f"{path.name}: class {node.name} has {node.end_lineno - node.lineno + 1} lines" for node in ast.walk(ast.parse(source))
+                          if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 200]
+    assert not oversized
