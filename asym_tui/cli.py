@@ -11,11 +11,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from asym_tui.console import headline, make_console, print_comparison, print_json, print_run_summary, progress_display
-from asym_tui import commands_walkforward
+from asym_tui import commands_fetch, commands_policy, commands_walkforward
 from asym_tui.info import cmd_data_inspect, cmd_doctor, cmd_presets_list, cmd_presets_show
-from asym_tui.options import (EXIT_FAILED, EXIT_SIGNAL, EXIT_USAGE, Parser, UsageError, add_executor_options, add_run_options, check_ray,
-                              exit_status, int_list, overrides_from, stop_on_signals, switch_list)
-from asym_tui.tables import bench_table, metrics_table, sweep_table
+from asym_tui.options import (EXIT_FAILED, EXIT_SIGNAL, EXIT_USAGE, Parser, UsageError, add_cost_options, add_executor_options,
+                              add_run_options, check_ray, cost_overrides, exit_status, int_list, overrides_from, stop_on_signals,
+                              switch_list)
+from asym_tui.tables import bench_table, metrics_table, number, rich_table, sweep_table
 from engine.config import load_config
 from engine.errors import UserError
 from engine.runs import VERSION
@@ -64,7 +65,10 @@ def build_parser() -> Parser:
     evaluate.add_argument("--split", choices=("train", "validation", "test", "all"), help="part of the series (default: test of the run's data, all of other data)")
     evaluate.add_argument("--last", action="store_true", help="the last weights, not the ones chosen on validation")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.add_argument("--out", metavar="DIR", help="also write the agent's positions and trades there (CSV and Parquet)")
+    add_cost_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
+    commands_policy.register(commands)
 
     presets = commands.add_parser("presets", help="list presets or show one")
     preset_commands = presets.add_subparsers(dest="presets_command", required=True, parser_class=Parser)
@@ -96,6 +100,8 @@ def build_parser() -> Parser:
     bench.add_argument("--warmup", type=int, default=2, help="warm-up iterations, timed separately (2 cover both MacroNet modes)")
     bench.add_argument("--update-minibatch", type=int, help="samples per update chunk")
     bench.add_argument("--data", default="synthetic")
+    bench.add_argument("--days", type=int_list, help="a data-size axis: the synthetic market at each length, e.g. 30,365,1825 "
+                                                      "(env-steps/s, updates/s and peak memory against data length)")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout only)")
     bench.set_defaults(handler=cmd_bench)
 
@@ -104,7 +110,7 @@ def build_parser() -> Parser:
     doctor.add_argument("--json", action="store_true", help="print the facts as JSON")
     doctor.set_defaults(handler=cmd_doctor)
 
-    data = commands.add_parser("data", help="inspect and validate a data source")
+    data = commands.add_parser("data", help="inspect and validate a data source, or fetch Binance klines")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     inspect = data_commands.add_parser("inspect", help="rows, time range, timeframe, gaps, features, splits")
     inspect.add_argument("source", help="CSV/Parquet/ZIP file, folder, glob, or synthetic[:days=N,seed=S]")
@@ -112,6 +118,7 @@ def build_parser() -> Parser:
     inspect.add_argument("--micro-window", type=int, default=60)
     inspect.add_argument("--json", action="store_true", help="print the facts as JSON")
     inspect.set_defaults(handler=cmd_data_inspect)
+    commands_fetch.register(data_commands)
     return parser
 
 
@@ -123,7 +130,7 @@ def cmd_train(args) -> int:
         raise UsageError("--preset does not apply with --resume: a resumed run keeps its own config (change fields with --set)")
     config = resume_config(args.resume, overrides) if args.resume else load_config(args.preset, overrides)
     console = make_console(stderr=args.json)
-    with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config.trainer]) as on_event:
+    with stop_on_signals() as (stop, received), progress_display(console, args.quiet, [config.trainer], json_lines=args.json) as on_event:
         outcome = execute_run(config, on_event=on_event, stop=stop, resume_dir=args.resume)
     if args.json:
         print_json(headline(outcome))
@@ -162,13 +169,14 @@ def cmd_eval(args) -> int:
     from engine.checkpoints import evaluate_checkpoint
 
     split = args.split or ("all" if args.data else "test")
-    report = evaluate_checkpoint(args.checkpoint, args.data, split, args.last)
+    report = evaluate_checkpoint(args.checkpoint, args.data, split, args.last, with_backtest=args.out is not None, overrides=cost_overrides(args))
+    commands_policy.write_positions(report, args.out)
     if args.json:
         print(json.dumps(report, indent=2, default=float))
         return 0
     console = make_console()
     console.print(f"[bold]{report['data']}[/] — {split} split, {report['bars']:,} bars, "
-                  f"{report['periods_per_year']:,.0f} periods/year, {report['weights']}", highlight=False)
+                  f"{report['periods_per_year']:,.0f} periods/year, {report['fee_model']}; {report['weights']}", highlight=False)
     console.print(metrics_table(report["policies"], "Backtest (greedy agent vs baselines)", console.width))
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -176,7 +184,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from engine.sweep import execute_trials, make_trials, new_sweep_dir, parse_grid, ranked, read_sweep_record, write_tables
+    from engine.sweep import best_trial_dsr, execute_trials, make_trials, new_sweep_dir, parse_grid, ranked, read_sweep_record, write_tables
 
     check_ray(args.ray)
     if args.resume:
@@ -208,6 +216,10 @@ def cmd_sweep(args) -> int:
         print_json({"sweep_dir": str(sweep_dir), "rows": ranked(rows)})
     console.print(sweep_table(ranked(rows), list(grid), f"Sweep ranked by validation score ({time.perf_counter() - started:.1f} s)",
                               console.width))
+    best = best_trial_dsr(rows, sweep_dir)
+    if best:
+        console.print(f"deflated Sharpe of the top trial ({best['trial']}, validation score {best['val_score']:.2f}) among "
+                      f"{best['candidates']} trials: {best['dsr']:.2f}", highlight=False)
     console.print(f"[dim]{sweep_dir / 'sweep.csv'}[/]")
     return EXIT_SIGNAL.get(received[0], 130) if received else 0
 
@@ -215,7 +227,7 @@ def cmd_sweep(args) -> int:
 def cmd_bench(args) -> int:
     import json
 
-    from engine.bench import bench_config, default_cases, run_bench
+    from engine.bench import bench_config, default_cases, run_bench, run_data_sizes, sized_data
     from engine.monitor import resolve_device
     from engine.runs import prepare_data
 
@@ -223,18 +235,26 @@ def cmd_bench(args) -> int:
         folder = Path(args.json).resolve().parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise UsageError(f"--json {args.json}: folder {folder} does not exist or is not writable")
+    if args.days:
+        sized_data(args.data, args.days[0])  # refuse data that is not synthetic before anything runs
     base = bench_config(args.data, args.episode_steps, args.device, args.update_minibatch, args.algorithm)
     device, reason = resolve_device(base.device)
     cases = default_cases(device, args.quick, args.num_envs, args.amp, args.compile, args.cuda_graphs)
     json_only = args.json == "-"
     console = make_console(stderr=json_only)
     console.print(f"[bold]asym-tui bench[/] on {device.type} ({reason}); torch {__import__('torch').__version__}; "
-                  f"{len(cases)} configurations ({args.algorithm}), {args.episode_steps}-step episodes, warm-up excluded")
-    splits = prepare_data(base)
+                  f"{len(cases)} configurations ({args.algorithm})" + (f" × {len(args.days)} data lengths" if args.days else "")
+                  + f", {args.episode_steps}-step episodes, warm-up excluded")
     on_result = lambda r: console.print(f"  {r.case.label:<34} {r.episodes_per_min:>10,.0f} eps/min {r.steps_per_s:>12,.0f} steps/s"
                                         + (f"  [yellow]{r.error}[/]" if r.error else ""))
-    report = run_bench(cases, base, splits, args.warmup, 1 if args.quick else args.iterations, on_result=on_result)
+    iterations = 1 if args.quick else args.iterations
+    if args.days:
+        report = run_data_sizes(args.days, cases, base, args.warmup, iterations, on_result=on_result)
+    else:
+        report = run_bench(cases, base, prepare_data(base), args.warmup, iterations, on_result=on_result)
     console.print(bench_table(report, console.width))
+    if args.days:
+        console.print(data_curve_table(report, console.width))
     if args.json:
         text = json.dumps(report, indent=2)
         if json_only:
@@ -243,6 +263,14 @@ def cmd_bench(args) -> int:
             Path(args.json).write_text(text + "\n")
             console.print(f"JSON written to {args.json}")
     return 0
+
+
+def data_curve_table(report: dict, width: int):
+    """bench --days: each configuration's throughput and peak memory against the length of its data."""
+    cells = [(row["configuration"], f"{row['days']:,}", f"{row['train_bars']:,}", number(row["steps_per_s"], "{:,.0f}"),
+              number(row["optimizer_steps_per_s"], "{:,.1f}"), number(row["peak_host_mb"], "{:,.0f}")) for row in report["curve"]]
+    columns = ("configuration", "days", "train bars", "env-steps/s", "updates/s", "peak host MB")
+    return rich_table("Throughput and memory against data length", columns, cells, width)
 
 
 def run_app(args) -> int:

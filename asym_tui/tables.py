@@ -128,17 +128,17 @@ def improvement_text(verdict: dict) -> str:
     return f"P({improvement['of']}) = {improvement['value']:.2f} [{low:.2f}, {high:.2f}] (95% stratified bootstrap)"
 
 
-METRIC_COLUMNS = ("policy", "return", "Sharpe", "Sortino", "max DD", "Calmar", "trades", "win rate", "long", "short", "flat")
+METRIC_COLUMNS = ("policy", "return", "Sharpe", "PSR", "Sortino", "max DD", "Calmar", "trades", "win rate", "long", "short", "flat")
 NARROW_METRIC_COLUMNS = ("policy", "return", "Sharpe", "max DD", "trades", "long", "short", "flat")
 
 
 def metrics_cells(by_policy: dict[str, dict]) -> list[tuple[str, ...]]:
-    """One row per policy (agent and baselines) in METRIC_COLUMNS order."""
+    """One row per policy (agent and baselines) in METRIC_COLUMNS order; PSR = P(true Sharpe > 0)."""
     rows = []
     for name, m in by_policy.items():
         label = name.replace("_", " ") + (f" ({m['position']})" if "position" in m else "")
         rows.append((label, number(m.get("total_return") and 100 * m["total_return"], "{:+.2f}%"), number(m.get("sharpe")),
-                     number(m.get("sortino")), number(m.get("max_drawdown") and 100 * m["max_drawdown"], "{:+.2f}%"),
+                     number(m.get("psr")), number(m.get("sortino")), number(m.get("max_drawdown") and 100 * m["max_drawdown"], "{:+.2f}%"),
                      number(m.get("calmar")), number(m.get("trades", 0), "{:,}"), number(m.get("win_rate") and 100 * m["win_rate"], "{:.0f}%"),
                      *(number(m.get(side) and 100 * m[side], "{:.0f}%") for side in ("long", "short", "flat"))))
     return rows
@@ -202,6 +202,27 @@ def overfitting_text(pbo: dict | None) -> str:
         return f"PBO not defined: {pbo['reason']}"
     return (f"probability of backtest overfitting (CSCV, {pbo['groups']} blocks, {pbo['splits']:,} splits, {pbo['candidates']} candidates): "
             f"{pbo['pbo']:.2f} — the chance that the candidate best in sample is below the median out of sample")
+
+
+FOLD_RUN_COLUMNS = ("fold", "agent", "buy-and-hold", "flat", "trailing rule", "best const. (hindsight)", "trades", "validation", "candidate",
+                    "seed", "test window")
+
+
+def fold_run_cells(row: dict) -> tuple[str, ...]:
+    """One fold × candidate × seed as the app's table shows it when the run ends (one without a result says why)."""
+    window = f"{row['test_start'][:10]}–{row['test_end'][:10]}"
+    if "agent" not in row:
+        return (row["fold"], row["status"], *[""] * 6, row["candidate"], str(row["seed"]), window)
+    return (row["fold"], number(row["agent"]), number(row["buy_and_hold"]), number(row["flat"]), number(row["trailing_rule"]),
+            f"{number(row['best_constant'])} ({row['best_constant_position']})", number(row["trades"], "{:,}"),
+            "no edge: flat" if row["no_edge"] else "edge", row["candidate"], str(row["seed"]), window)
+
+
+def walkforward_aggregate_cells(aggregate: dict) -> list[tuple[str, ...]]:
+    """One row per candidate in AGGREGATE_COLUMNS order (as walkforward_aggregate_table prints them)."""
+    return [(label, f"{a['folds']} × {a['seeds']}", number(a["mean"]), number(a["iqm"]), f"[{number(a['interval'][0])}, {number(a['interval'][1])}]",
+             f"{a['beats_buy_and_hold']:.0%}", f"{a['beats_flat']:.0%}", number(a["p_beats_buy_and_hold"]),
+             f"{a['trading_runs']}/{a['runs']}", number(a["buy_and_hold_mean"])) for label, a in aggregate.items()]
 
 
 HISTORY_COLUMNS = ("", "run", "trainer", "status", "episodes/min", "test Sharpe", "B&H Sharpe", "final portfolio", "device")

@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.config import RunConfig, apply_overrides, parse_windows, trading_costs
+from engine.config import RunConfig, apply_overrides, trading_costs
 from engine.data import MAX_GAP_BARS, load_candles
 from engine.errors import RunError
 from engine.files import WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from engine.events import Learning, Resources, RunSummary, Throughput
 from engine.evaluation import evaluate_split, unseen_report, unseen_sources
-from engine.features import EARLIEST, INDICATOR_WARMUP, LATEST, MarketSplits, Normalizer, SplitWindows, prepare_splits
+from engine.features import MarketSplits, Normalizer, prepare_splits, split_windows
 from engine.selection import synthetic_validation_series
 from engine.metrics import periods_per_year
 from engine.model import layer_counts, parameter_counts
@@ -111,17 +111,6 @@ def prepare_data(config: RunConfig) -> MarketSplits:
                      f"gaps over {MAX_GAP_BARS} bars end a segment that episodes never cross")
     selection = synthetic_validation_series(config.data, config.validation_series, splits.normalizer, config.macro_window, config.micro_window)
     return dataclasses.replace(splits, notes=(*notes, *splits.notes), selection_series=selection)
-
-
-def split_windows(config: RunConfig, candles) -> SplitWindows | None:
-    """The config's explicit test windows (walk-forward, CPCV) as the splitter takes them, or None."""
-    if not config.test_windows:
-        return None
-    as_time = lambda stamp, open_end: open_end if stamp is None else np.datetime64(stamp.tz_convert(None), "ns")
-    pairs = lambda text: [(as_time(a, EARLIEST), as_time(b, LATEST)) for a, b in parse_windows(text)]
-    bar = candles.attrs["timeframe"].to_timedelta64() if "timeframe" in candles.attrs else np.timedelta64(300, "s")
-    purge = config.purge_bars or config.macro_window + INDICATOR_WARMUP
-    return SplitWindows(tuple(pairs(config.test_windows)), *(pairs(config.train_window) or [(EARLIEST, LATEST)]), purge * bar)
 
 
 def resume_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:

@@ -36,3 +36,16 @@ def test_fee_flags_reach_the_run_and_its_header(tmp_path, capsys):
 def test_bad_fee_flags_exit_2(flags, message, capsys):
     assert main(["train", *flags, "--episodes", "1"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_takes_other_costs_and_says_which(tmp_path, capsys):
+    sets = [f"--set={k}={v}" for k, v in TINY_RUN.items() if k not in ("data",)]
+    assert main(["train", "--data", TINY_RUN["data"], "--out", str(tmp_path), "--name", "run", "--quiet", *sets]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(tmp_path / "run"), "--json", "--fees", "zero"]) == 0
+    free = json.loads(capsys.readouterr().out)
+    assert default["fee_model"].endswith("(spot-taker)") and free["fee_model"].endswith("(zero)")
+    assert free["policies"]["buy_and_hold"]["total_return"] > default["policies"]["buy_and_hold"]["total_return"]  # no entry fee
+    assert default["bars"] == default["policies"]["agent"]["bars"]  # one count of bars everywhere

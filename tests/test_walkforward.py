@@ -71,6 +71,9 @@ def test_walkforward_end_to_end_with_resume(month_csv, tmp_path, capsys):
         assert config["test_windows"].startswith(row["test_start"]) and config["purge_bars"] == 112
         if row["trades"]:  # do no harm: a policy trades out of sample only after beating flat on validation
             assert not row["no_edge"] and row["val_score"] > row["edge_bar"]
+    first = completed[0]
+    assert main(["eval", str(tmp_path / "wf" / first["trial"]), "--json"]) == 0  # eval cuts the run's own test window the same way
+    assert json.loads(capsys.readouterr().out)["policies"]["agent"]["sharpe"] == pytest.approx(first["agent"])
     aggregate = study["aggregate"]["optimized"]
     assert aggregate["folds"] == 4 and aggregate["seeds"] == 2
     assert aggregate["interval"][0] <= aggregate["iqm"] <= aggregate["interval"][1]
