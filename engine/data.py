@@ -4,20 +4,21 @@
 `open, high, low, close, volume` (plus `quote_volume` when present), sorted and without duplicates.
 Facts found while loading (timeframe, gaps, duplicates dropped) are in `frame.attrs`.
 
-Files of different symbols (named from the file, e.g. `BTCUSDT-5m-2024-05.zip`) stay separate series
-(a `series` column); rows of one symbol that share a timestamp but disagree are refused. `segments()`
-cuts the frame where the series changes or a gap is longer than `MAX_GAP_BARS`: features warm up again
-after a cut, episodes never cross one, and splits are by time across all segments.
+Files are read with bounded memory by `engine.readers` (at most `MAX_CANDLES` rows a source). Files of
+different symbols (named from the file, e.g. `BTCUSDT-5m-2024-05.zip`) stay separate series (a `series`
+column); rows of one symbol that share a timestamp but disagree are refused, and so are files of one
+source with different timeframes. Prices outside `PRICE_RANGE` are refused, so nothing downstream
+overflows. `segments()` cuts the frame where the series changes or a gap is longer than `MAX_GAP_BARS`:
+features warm up again after a cut, episodes never cross one, and splits are by time across all segments.
 """
 
 from __future__ import annotations
 
 import glob
-import io
 import os
 import re
+import stat
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +26,12 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import DataError
+from engine.readers import NUMBER_COLUMNS, OHLCV_COLUMNS, PRICE_COLUMNS, TIME_COLUMNS, RawTable, RowBudget, read_tables
 
-PRICE_COLUMNS = ("open", "high", "low", "close")
-OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
-TIME_COLUMNS = ("timestamp", "date", "time", "datetime", "open_time")
-BINANCE_KLINE_COLUMNS = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time",
-    "quote_volume", "trades", "taker_buy_base", "taker_buy_quote", "ignore",
-)
-# Header spellings seen in exports, mapped to our column names.
-COLUMN_ALIASES = {"open time": "open_time", "quote asset volume": "quote_volume", "close time": "close_time"}
+# Real tokens trade from about 1e-8 (quoted in BTC) to about 1e9 (quoted in IDR or VND); the margin keeps every
+# price, its square and its mirror image (features.mirror_candles) far from float overflow and underflow.
+PRICE_RANGE = (1e-12, 1e12)
+MAX_VOLUME = 1e24
 FILE_SUFFIXES = (".csv", ".txt", ".parquet", ".pq", ".zip")
 MAX_GAP_BARS = 12  # a longer hole in the data (an hour of 5-minute bars) ends a segment; shorter ones are traded across
 SYMBOL_TOKEN = re.compile(r"[A-Z][A-Z0-9]{2,}")
@@ -54,6 +51,7 @@ class DataSummary:
     duplicates_dropped: int
     price_min: float
     price_max: float
+    series: tuple[dict, ...]  # {"name", "rows", "segments"} of each series
 
 
 def load_candles(source: str | os.PathLike) -> pd.DataFrame:
@@ -63,13 +61,16 @@ def load_candles(source: str | os.PathLike) -> pd.DataFrame:
         from engine.synthetic import generate_candles, parse_synthetic_options
 
         frame = generate_candles(**parse_synthetic_options(text))
-        frame.attrs.update(source=text, duplicates_dropped=0)
+        frame.attrs.update(source=text, duplicates_dropped=0, series_name="synthetic")
     else:
-        files = _expand_source(text)
-        frames = [_validated(_read_file(path), str(path)).assign(_file=str(path), series=series_name(path)) for path in files]
+        budget = RowBudget()
+        frames = [_validated(table).assign(_file=table.name, series=series_name(path))
+                  for path in _expand_source(text) for table in read_tables(path, budget)]
+        _refuse_mixed_timeframes(frames, text)
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         frame = _deduplicate(frame.sort_values(["series", "timestamp"], kind="stable"), text)
         if frame["series"].nunique() == 1:
+            frame.attrs["series_name"] = str(frame["series"].iloc[0])
             frame = frame.drop(columns="series")
         frame.attrs["source"] = text
     frame.attrs.update(_timing_facts(frame, text))
@@ -88,8 +89,8 @@ def series_name(path: Path) -> str:
 def segments(frame: pd.DataFrame) -> list[slice]:
     """Row ranges of the frame that are one continuous series: cut where the symbol changes or where
     more than MAX_GAP_BARS bars are missing."""
-    steps = frame["timestamp"].diff().iloc[1:].to_numpy().astype("timedelta64[ns]").astype(np.int64)
-    timeframe = frame.attrs["timeframe"].value if "timeframe" in frame.attrs else int(np.median(steps))
+    steps = _steps_ns(frame["timestamp"])
+    timeframe = frame.attrs["timeframe"].value if "timeframe" in frame.attrs else _bar_length(steps)
     cut = steps > (MAX_GAP_BARS + 1) * timeframe
     if "series" in frame:
         labels = frame["series"].to_numpy()
@@ -111,7 +112,17 @@ def summarize(frame: pd.DataFrame) -> DataSummary:
         duplicates_dropped=frame.attrs.get("duplicates_dropped", 0),
         price_min=float(frame["low"].min()),
         price_max=float(frame["high"].max()),
+        series=_series_facts(frame),
     )
+
+
+def timeframe_label(timeframe: pd.Timedelta) -> str:
+    """A bar length as traders write it: 5m, 1h, 1d, 1w (30s, 250ms below a minute)."""
+    milliseconds = int(timeframe / pd.Timedelta(milliseconds=1))
+    for unit, size in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if milliseconds >= size and milliseconds % size == 0:
+            return f"{milliseconds // size}{unit}"
+    return f"{milliseconds}ms" if milliseconds else str(timeframe)
 
 
 def split_bounds(rows: int, train_fraction: float = 0.70, validation_fraction: float = 0.15) -> dict[str, slice]:
@@ -123,13 +134,30 @@ def split_bounds(rows: int, train_fraction: float = 0.70, validation_fraction: f
     return {"train": slice(0, train_end), "validation": slice(train_end, validation_end), "test": slice(validation_end, rows)}
 
 
+def _series_facts(frame: pd.DataFrame) -> tuple[dict, ...]:
+    pieces = segments(frame)
+    if "series" not in frame:
+        return ({"name": frame.attrs.get("series_name", "data"), "rows": len(frame), "segments": len(pieces)},)
+    names, rows = np.unique(frame["series"].to_numpy(), return_counts=True)
+    firsts = frame["series"].to_numpy()[[piece.start for piece in pieces]]
+    return tuple({"name": str(name), "rows": int(count), "segments": int((firsts == name).sum())} for name, count in zip(names, rows))
+
+
+NOT_REGULAR = {stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+               stat.S_ISSOCK: "a socket"}
+
+
 def _expand_source(text: str) -> list[Path]:
+    path = Path(text)
     if any(ch in text for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-    elif Path(text).is_dir():
-        files = sorted(p for p in Path(text).rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
-    elif Path(text).is_file():
-        return [Path(text)]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+    elif path.is_file():
+        return [path]
+    elif path.exists():  # read as a stream it could block or never end: candles come from files
+        kind = next((name for test, name in NOT_REGULAR.items() if test(path.stat().st_mode)), "not a regular file")
+        raise DataError(f"{text}: {kind}, not a file; save the candles to a CSV/Parquet/ZIP file and pass that")
     else:
         raise DataError(f"{text}: no such file or folder (expected a CSV/Parquet/ZIP file, a folder, a glob or 'synthetic')")
     if not files:
@@ -137,109 +165,27 @@ def _expand_source(text: str) -> list[Path]:
     return files
 
 
-def _read_file(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if not os.access(path, os.R_OK):
-        raise DataError(f"{path}: cannot read the file (permission denied)")
-    if suffix in (".parquet", ".pq"):
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types for a bad file
-            raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
-        if isinstance(frame.index, pd.DatetimeIndex):  # time as the index, as pandas users often save it
-            frame = frame.rename_axis("timestamp").reset_index()
-        return frame
-    if suffix == ".zip":
-        return _read_zip(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
-    return _read_csv_bytes(raw, str(path))
-
-
-def _read_zip(path: Path) -> pd.DataFrame:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = sorted(n for n in archive.namelist() if n.lower().endswith((".csv", ".txt")))
-            if not members:
-                raise DataError(f"{path}: the ZIP holds no CSV file")
-            frames = [_validated(_read_csv_bytes(archive.read(m), f"{path}:{m}"), f"{path}:{m}") for m in members]
-    except zipfile.BadZipFile as exc:
-        raise DataError(f"{path}: not a valid ZIP file ({exc})") from exc
-    return pd.concat(frames, ignore_index=True)
-
-
-def _read_csv_bytes(raw: bytes, name: str) -> pd.DataFrame:
-    text = raw.decode("utf-8-sig", errors="replace")
-    first_line = text.lstrip().split("\n", 1)[0] if text.strip() else ""
-    if not first_line:
-        raise DataError(f"{name}: the file is empty")
-    has_header = not _is_number(first_line.split(",")[0])
-    leading_blank = text[: len(text) - len(text.lstrip())].count("\n")
-    try:
-        # Blank lines are kept as empty rows and dropped below, so error messages can name the file's real line.
-        if has_header:
-            frame = pd.read_csv(io.StringIO(text.lstrip()), skip_blank_lines=False)
-        else:
-            frame = pd.read_csv(io.StringIO(text.lstrip()), header=None, skip_blank_lines=False)
-            if frame.shape[1] < 6:
-                raise DataError(f"{name}: headerless file with {frame.shape[1]} columns; expected a Binance kline file (12 columns)")
-            frame.columns = list(BINANCE_KLINE_COLUMNS[: frame.shape[1]]) + [f"extra_{i}" for i in range(frame.shape[1] - 12)]
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{name}: not a valid CSV file ({exc})") from exc
-    lines = np.arange(len(frame)) + 1 + (1 if has_header else 0) + leading_blank
-    blank = frame.isna().all(axis=1).to_numpy()
-    frame = frame[~blank].reset_index(drop=True)
-    frame.attrs["lines"] = lines[~blank]
-    return frame
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text.strip().strip('"'))
-    except ValueError:
-        return False
-    return True
-
-
-def _validated(raw: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Normalize column names and types; raise `DataError` naming the first problem found."""
-    if raw.empty:
-        raise DataError(f"{name}: the file has no data rows")
-    lines = raw.attrs.get("lines")  # the file's line of each row (CSV); rows of a table otherwise
-    if lines is None:
-        lines = np.arange(len(raw)) + 1
-    raw = raw.rename(columns=lambda c: COLUMN_ALIASES.get(str(c).strip().lower(), str(c).strip().lower().replace(" ", "_")))
+def _validated(table: RawTable) -> pd.DataFrame:
+    """Our columns and types from one file's raw columns; raise `DataError` naming the first problem found."""
+    raw, name = table.frame, table.name
     time_column = next((c for c in TIME_COLUMNS if c in raw.columns), None)
     missing = [c for c in OHLCV_COLUMNS if c not in raw.columns]
     if time_column is None:
         missing.insert(0, "timestamp (or date/time/datetime/open_time)")
     if missing:
-        raise DataError(f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, raw.columns))}")
+        raise DataError(f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, table.found))}")
+    if raw.empty:
+        raise DataError(f"{name}: the file has no data rows")
 
     def where(positions: np.ndarray) -> str:
-        shown = [str(int(lines[p])) for p in positions[:5]]
+        shown = ", ".join(str(int(line)) for line in table.locate(positions[:5]))
         more = f" and {len(positions) - 5} more" if len(positions) > 5 else ""
-        return f"{'line' if raw.attrs.get('lines') is not None else 'row'}{'s' if len(positions) > 1 else ''} {', '.join(shown)}{more}"
+        return f"{table.unit}{'s' if len(positions) > 1 else ''} {shown}{more}"
 
-    out = pd.DataFrame({"timestamp": _parse_times(raw[time_column], name, time_column, where)})
-    for column in (*OHLCV_COLUMNS, "quote_volume"):
-        if column not in raw.columns:
-            continue
-        if pd.api.types.is_bool_dtype(raw[column]):
-            raise DataError(f"{name}: column '{column}' holds true/false values, not numbers")
-        values = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            raise DataError(f"{name}: {where(bad)}, column '{column}': missing or non-numeric value {raw[column].iloc[bad[0]]!r}")
-        if column in PRICE_COLUMNS:
-            bad = np.flatnonzero(values <= 0)
-            if len(bad):
-                raise DataError(f"{name}: {where(bad)}, column '{column}': non-positive price {values[bad[0]]}")
-        elif (bad := np.flatnonzero(values < 0)).size:
-            raise DataError(f"{name}: {where(bad)}, column '{column}': negative volume {values[bad[0]]}")
-        out[column] = values
+    out = pd.DataFrame({"timestamp": _one_column(raw, time_column, lambda values: _parse_times(values, name, time_column, where), name, where)})
+    for column in NUMBER_COLUMNS:
+        if column in raw.columns:
+            out[column] = _one_column(raw, column, lambda values: _numbers(values, name, column, where), name, where)
     bad = np.flatnonzero(out["high"].to_numpy() < out["low"].to_numpy())
     if len(bad):
         raise DataError(f"{name}: {where(bad)}, columns 'high'/'low': high {out['high'].iloc[bad[0]]} < low {out['low'].iloc[bad[0]]}")
@@ -253,21 +199,63 @@ def _validated(raw: pd.DataFrame, name: str) -> pd.DataFrame:
     return out
 
 
+def _one_column(raw: pd.DataFrame, column: str, convert, name: str, where) -> np.ndarray | pd.Series:
+    """A column's converted values; a file that has it twice must agree (an identical copy is dropped with a warning)."""
+    copies = [convert(raw.iloc[:, i]) for i in np.flatnonzero(raw.columns == column)]
+    for copy in copies[1:]:
+        differ = np.flatnonzero(np.asarray(copies[0]) != np.asarray(copy))
+        if len(differ):
+            first, other = copies[0][differ[0]], copy[differ[0]]
+            raise DataError(f"{name}: {where(differ)}: two '{column}' columns with different values ({first} vs {other}); keep one")
+    if len(copies) > 1:
+        warnings.warn(f"{name}: column '{column}' appears {len(copies)} times with the same values; one is kept", stacklevel=4)
+    return copies[0]
+
+
+def _numbers(values: pd.Series, name: str, column: str, where) -> np.ndarray:
+    """A price or volume column as float64, refusing what no market trades at."""
+    if pd.api.types.is_bool_dtype(values):
+        raise DataError(f"{name}: column '{column}' holds true/false values, not numbers")
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(numbers))
+    if len(bad):
+        value = values.iloc[bad[0]]
+        shown = repr(value) if isinstance(value, str) else str(value)  # 'n/a', nan, inf (not np.float64(nan))
+        raise DataError(f"{name}: {where(bad)}, column '{column}': missing or non-numeric value {shown}")
+    if column in PRICE_COLUMNS:
+        if (bad := np.flatnonzero(numbers <= 0)).size:
+            raise DataError(f"{name}: {where(bad)}, column '{column}': non-positive price {numbers[bad[0]]}")
+        low, high = PRICE_RANGE
+        if (bad := np.flatnonzero((numbers < low) | (numbers > high))).size:
+            raise DataError(f"{name}: {where(bad)}, column '{column}': price {numbers[bad[0]]:g} is outside the accepted range "
+                            f"{low:g} to {high:g}")
+    elif (bad := np.flatnonzero(numbers < 0)).size:
+        raise DataError(f"{name}: {where(bad)}, column '{column}': negative volume {numbers[bad[0]]}")
+    elif (bad := np.flatnonzero(numbers > MAX_VOLUME)).size:
+        raise DataError(f"{name}: {where(bad)}, column '{column}': volume {numbers[bad[0]]:g} is above the accepted {MAX_VOLUME:g}")
+    return numbers
+
+
 EARLIEST_TIME = pd.Timestamp("1990-01-01", tz="UTC")  # anything earlier is a unit or typing mistake
+LATEST_EPOCH_NS = 9e18  # nanoseconds since 1970 that still fit a timestamp (year 2255)
 
 
 def _parse_times(column: pd.Series, name: str, column_name: str, where) -> pd.Series:
+    """UTC times in nanoseconds from datetimes (naive ones are UTC), epoch numbers (s/ms/µs/ns, row by row) or text."""
+    if (missing := np.flatnonzero(column.isna().to_numpy())).size:
+        raise DataError(f"{name}: {where(missing)}, column '{column_name}': missing time")
     if pd.api.types.is_datetime64_any_dtype(column):
         parsed = pd.to_datetime(column, utc=True)
     elif (numeric := pd.to_numeric(column, errors="coerce")).notna().all():
         values = numeric.to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            raise DataError(f"{name}: {where(bad)}, column '{column_name}': time '{column.iloc[bad[0]]}' is not a finite number")
         # Each row by its own magnitude: one file may mix milliseconds and microseconds (Binance changed units in 2025).
         magnitude = np.abs(values)
-        nanoseconds = np.select([magnitude > 1e17, magnitude > 1e14, magnitude > 1e11], [1, 1e3, 1e6], 1e9)
-        parsed = pd.Series(pd.to_datetime((values * nanoseconds).astype("int64"), unit="ns", utc=True))
+        epoch_ns = values * np.select([magnitude > 1e17, magnitude > 1e14, magnitude > 1e11], [1, 1e3, 1e6], 1e9)
+        if (bad := np.flatnonzero(~np.isfinite(values))).size:
+            raise DataError(f"{name}: {where(bad)}, column '{column_name}': time '{column.iloc[bad[0]]}' is not a finite number")
+        if (bad := np.flatnonzero(np.abs(epoch_ns) >= LATEST_EPOCH_NS)).size:
+            raise DataError(f"{name}: {where(bad)}, column '{column_name}': time '{column.iloc[bad[0]]}' is after 2255 in any unit")
+        parsed = pd.Series(pd.to_datetime(epoch_ns.astype("int64"), unit="ns", utc=True))
     else:
         parsed = pd.to_datetime(column.astype(str), utc=True, errors="coerce", format="mixed")
         bad = np.flatnonzero(parsed.isna().to_numpy())
@@ -277,7 +265,31 @@ def _parse_times(column: pd.Series, name: str, column_name: str, where) -> pd.Se
     if len(bad):
         raise DataError(f"{name}: {where(bad)}, column '{column_name}': time '{column.iloc[bad[0]]}' reads as "
                         f"{parsed.iloc[bad[0]]}, before {EARLIEST_TIME.year}: a wrong unit or value?")
-    return parsed.reset_index(drop=True)
+    return parsed.dt.as_unit("ns").reset_index(drop=True)
+
+
+def _refuse_mixed_timeframes(frames: list[pd.DataFrame], source: str) -> None:
+    """One source, one bar length: files of 5-minute and hourly bars are refused as rows of both in one file are."""
+    seen: dict[int, str] = {}
+    for frame in frames:
+        steps = _steps_ns(frame["timestamp"].sort_values())
+        if (steps > 0).any():
+            seen.setdefault(_bar_length(steps), frame["_file"].iloc[0])
+        if len(seen) > 1:
+            (one, first), (other, second) = seen.items()
+            raise DataError(f"{source}: files with different timeframes: {first} has {timeframe_label(pd.Timedelta(one))} bars, "
+                            f"{second} has {timeframe_label(pd.Timedelta(other))} bars; one source holds one timeframe")
+
+
+def _steps_ns(times: pd.Series) -> np.ndarray:
+    """Nanoseconds between consecutive times (whatever unit the column has)."""
+    return times.diff().iloc[1:].to_numpy().astype("timedelta64[ns]").astype(np.int64)
+
+
+def _bar_length(steps: np.ndarray) -> int:
+    """The most common positive spacing (the shortest among equals): gaps and repeats do not move it."""
+    lengths, counts = np.unique(steps[steps > 0], return_counts=True)
+    return int(lengths[np.argmax(counts)])
 
 
 def _deduplicate(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -304,21 +316,25 @@ def _deduplicate(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame
 
 
+
+
 def _timing_facts(frame: pd.DataFrame, name: str) -> dict:
-    """Infer the timeframe (median spacing); count gaps; refuse spacing that is not a multiple of it."""
+    """Infer the timeframe (the usual spacing); count gaps; refuse spacing that is not a multiple of it."""
     if len(frame) < 2:
         raise DataError(f"{name}: only {len(frame)} row(s); need at least 2 candles")
-    steps = frame["timestamp"].diff().iloc[1:].to_numpy().astype("timedelta64[ns]").astype(np.int64)
+    steps = _steps_ns(frame["timestamp"])
     if "series" in frame:  # spacing within each series only
         labels = frame["series"].to_numpy()
         steps = steps[labels[1:] == labels[:-1]]
-    timeframe = int(np.median(steps))
+    if not (steps > 0).any():
+        raise DataError(f"{name}: no symbol has 2 candles or more; need at least 2 of one symbol")
+    timeframe = _bar_length(steps)
     off_grid = np.flatnonzero(steps % timeframe != 0)
     if len(off_grid):
         row = int(off_grid[0]) + 1
         raise DataError(
-            f"{name}: mixed timeframes: the median spacing is {pd.Timedelta(timeframe)} but row {row + 1} "
-            f"({frame['timestamp'].iloc[row]}) follows the previous one after {pd.Timedelta(int(steps[off_grid[0]]))} "
+            f"{name}: mixed timeframes: the usual spacing is {timeframe_label(pd.Timedelta(timeframe))} but row {row + 1} "
+            f"({frame['timestamp'].iloc[row]}) follows the previous one after {timeframe_label(pd.Timedelta(int(steps[off_grid[0]])))} "
             f"({len(off_grid)} such row(s))"
         )
     gap_sizes = steps // timeframe - 1

@@ -7,7 +7,7 @@ from asym_tui.cli import main
 def test_data_inspect_synthetic_prints_the_facts(capsys):
     assert main(["data", "inspect", "synthetic:days=10,seed=1"]) == 0
     out = capsys.readouterr().out
-    for fact in ("2,880", "0 days 00:05:00", "macro 42 + micro 42", "train", "validation", "test", "featurization"):
+    for fact in ("2,880", "│ 5m ", "macro 42 + micro 42", "train", "validation", "test", "featurization"):
         assert fact in out
 
 
