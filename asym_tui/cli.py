@@ -102,7 +102,8 @@ def build_parser() -> Parser:
     bench.add_argument("--data", default="synthetic")
     bench.add_argument("--days", type=int_list, help="a data-size axis: the synthetic market at each length, e.g. 30,365,1825 "
                                                       "(env-steps/s, updates/s and peak memory against data length)")
-    bench.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout only)")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON on stdout (tables and progress go to stderr)")
+    bench.add_argument("--out", metavar="PATH", help="also write the results as JSON to this file")
     bench.set_defaults(handler=cmd_bench)
 
     doctor = commands.add_parser("doctor", help="what this machine can do: device, GPU, AMP, torch.compile, preset")
@@ -154,7 +155,7 @@ def cmd_compare(args) -> int:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     config = load_config(args.preset, overrides_from(args))
     check_ray(args.ray)
-    with stop_on_signals() as (stop, received), progress_display(console, args.quiet, ["original", "optimized"]) as on_event:
+    with stop_on_signals() as (stop, received), progress_display(make_console(stderr=True), args.quiet, ["original", "optimized"]) as on_event:
         comparison = run_comparison(config, args.seeds, on_event=on_event, stop=stop, ray=args.ray,
                                     cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
     failed = any(s.status == "failed" for side in (comparison.left, comparison.right) for s in side.summaries)
@@ -231,21 +232,20 @@ def cmd_bench(args) -> int:
     from engine.monitor import resolve_device
     from engine.runs import prepare_data
 
-    if args.json and args.json != "-":
-        folder = Path(args.json).resolve().parent
+    if args.out:
+        folder = Path(args.out).resolve().parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise UsageError(f"--json {args.json}: folder {folder} does not exist or is not writable")
+            raise UsageError(f"--out {args.out}: folder {folder} does not exist or is not writable")
     if args.days:
         sized_data(args.data, args.days[0])  # refuse data that is not synthetic before anything runs
     base = bench_config(args.data, args.episode_steps, args.device, args.update_minibatch, args.algorithm)
     device, reason = resolve_device(base.device)
     cases = default_cases(device, args.quick, args.num_envs, args.amp, args.compile, args.cuda_graphs)
-    json_only = args.json == "-"
-    console = make_console(stderr=json_only)
-    console.print(f"[bold]asym-tui bench[/] on {device.type} ({reason}); torch {__import__('torch').__version__}; "
+    console, progress = make_console(stderr=args.json), make_console(stderr=True)  # progress never lands in a redirected file
+    progress.print(f"[bold]asym-tui bench[/] on {device.type} ({reason}); torch {__import__('torch').__version__}; "
                   f"{len(cases)} configurations ({args.algorithm})" + (f" × {len(args.days)} data lengths" if args.days else "")
                   + f", {args.episode_steps}-step episodes, warm-up excluded")
-    on_result = lambda r: console.print(f"  {r.case.label:<34} {r.episodes_per_min:>10,.0f} eps/min {r.steps_per_s:>12,.0f} steps/s"
+    on_result = lambda r: progress.print(f"  {r.case.label:<34} {r.episodes_per_min:>10,.0f} eps/min {r.steps_per_s:>12,.0f} steps/s"
                                         + (f"  [yellow]{r.error}[/]" if r.error else ""))
     iterations = 1 if args.quick else args.iterations
     if args.days:
@@ -255,13 +255,11 @@ def cmd_bench(args) -> int:
     console.print(bench_table(report, console.width))
     if args.days:
         console.print(data_curve_table(report, console.width))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        progress.print(f"JSON written to {args.out}")
     if args.json:
-        text = json.dumps(report, indent=2)
-        if json_only:
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-            console.print(f"JSON written to {args.json}")
+        print(json.dumps(report, indent=2))
     return 0
 
 
