@@ -21,6 +21,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from engine.data import PRICE_RANGE
 from engine.errors import DataError
 
 BARS_PER_DAY = 288
@@ -46,7 +47,7 @@ def parse_synthetic_options(source: str) -> dict:
     for key, value in options.items():
         if not math.isfinite(value):
             raise DataError(f"{source}: option {key} must be a finite number, got {value}")
-    limits = {"days": (0, MAX_DAYS), "regime_bars": (0, math.inf), "volatility": (0, 10), "start_price": (0, math.inf)}
+    limits = {"days": (0, MAX_DAYS), "regime_bars": (0, math.inf), "volatility": (0, 10), "start_price": PRICE_RANGE}
     for key, (low, high) in limits.items():
         if key in options and not low < options[key] <= high:
             raise DataError(f"{source}: {key} must be > {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "") + f", got {options[key]:g}")
@@ -74,12 +75,11 @@ def generate_candles(
     omega = base_variance * (1 - alpha - beta)
     dof = 5.0
     shocks = rng.standard_t(dof, size=bars) / np.sqrt(dof / (dof - 2))
-    sigma = np.empty(bars)
-    variance = base_variance
-    for i in range(bars):  # GARCH recursion is inherently sequential
-        sigma[i] = np.sqrt(variance)
-        variance = omega + alpha * variance * shocks[i] ** 2 + beta * variance
-    sigma *= season
+    variances, variance = [], base_variance
+    for shock in shocks.tolist():  # GARCH recursion is inherently sequential; Python floats do numpy's arithmetic, faster
+        variances.append(variance)
+        variance = omega + alpha * variance * shock**2 + beta * variance
+    sigma = np.sqrt(variances) * season
 
     regimes = _regime_path(rng, bars, regime_bars)
     log_returns = drift * REGIME_DRIFT_SIGN[regimes] + sigma * shocks
