@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
+    except BrokenPipeError:  # `asym-tui ... | head` closed the pipe: nothing more to say, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def build_parser() -> Parser:

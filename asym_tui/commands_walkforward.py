@@ -14,7 +14,7 @@ from asym_tui.console import make_console, print_json, progress_display
 from asym_tui.options import EXIT_SIGNAL, add_executor_options, add_run_options, overrides_from, stop_on_signals
 from asym_tui.tables import overfitting_text, walkforward_aggregate_table, walkforward_table
 from engine.config import trading_costs
-from engine.walkforward import WalkForward, new_study_dir, plan_study, read_spec, run_walkforward, study_spec
+from engine.walkforward import WalkForward, length_label, new_study_dir, plan_study, read_spec, run_walkforward, study_spec
 
 
 def register(commands) -> None:
@@ -59,7 +59,8 @@ def cmd_walkforward(args) -> int:
 def header(spec: dict, base, folds) -> str:
     first = folds[0]
     what = (f"CPCV {spec['cpcv']} ({len(folds)} splits)" if spec["cpcv"] else
-            f"walk-forward, {len(folds)} folds (train {first.train[1] - first.train[0]}, test {first.tests[0][1] - first.tests[0][0]})")
+            f"walk-forward, {len(folds)} folds (train {length_label(first.train[1] - first.train[0])}, "
+            f"test {length_label(first.tests[0][1] - first.tests[0][0])})")
     return (f"[bold]{what}[/] on {base.data} · purge {spec['purge_bars']} bars · {spec['seeds']} seed(s) × {', '.join(spec['trainers'])} · "
             f"{base.duration_s:g} s per run · {trading_costs(base)}")
 

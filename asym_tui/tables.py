@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from engine.compare import Comparison, ComparisonRow
@@ -273,17 +274,19 @@ def bench_table(report: dict, width: int = 200) -> Table:
 
 
 def doctor_table(facts: dict) -> Table:
+    """What doctor found; every value is escaped, since probe details and reasons may hold brackets."""
     table = Table(title="asym-tui doctor", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("torch", f"{facts['torch']} (Python {facts['python']}, {facts['platform']})")
-    table.add_row("device (auto)", f"[bold]{facts['device']}[/] — {facts['device_reason']}")
+    table.add_row("torch", escape(f"{facts['torch']} (Python {facts['python']}, {facts['platform']})"))
+    table.add_row("device (auto)", f"[bold]{escape(facts['device'])}[/] — {escape(facts['device_reason'])}")
     gpus = facts["gpu"]
-    table.add_row("GPU", "; ".join(f"{k}: {v}" for k, v in gpus.items()) if gpus else "none found through NVML")
-    table.add_row("CPU", facts["cpu"])
-    table.add_row("memory", facts["memory"])
+    table.add_row("GPU", escape("; ".join(f"{k}: {v}" for k, v in gpus.items())) if gpus else "none found through NVML")
+    table.add_row("CPU", escape(facts["cpu"]))
+    table.add_row("memory", escape(facts["memory"]))
     for probe in facts["probes"]:
         mark = "[green]works[/]" if probe["works"] else "[yellow]not available[/]"
-        table.add_row(probe["name"], f"{mark} — {probe['detail']}")
-    table.add_row("recommended preset", f"[bold cyan]{facts['recommended_preset']}[/]  (asym-tui train --preset {facts['recommended_preset']})")
+        table.add_row(escape(probe["name"]), f"{mark} — {escape(probe['detail'])}")
+    preset = escape(facts["recommended_preset"])
+    table.add_row("recommended preset", f"[bold cyan]{preset}[/]  (asym-tui train --preset {preset})")
     return table

@@ -126,7 +126,7 @@ class RunConfig:
     validation_series: int = 4  # synthetic data: independent validation series (and mirrors) beside the validation split
     unseen_series: int = 4  # fresh synthetic series the final model is also judged on (0 = none)
     progress_every_s: float = 0.25  # minimum seconds between progress events
-    tensorboard: bool = False  # also write TensorBoard event files to <run>/tensorboard (pip install "asym-tui[tensorboard]")
+    tensorboard: bool = False  # also write TensorBoard event files to <run>/tensorboard (.venv/bin/pip install -e ".[tensorboard]")
 
     def env_config(self) -> EnvConfig:
         """The market rules: every EnvConfig field, taken by name from this config."""

@@ -72,6 +72,14 @@ def data_span(source: str) -> Span:
     return Span(candles["timestamp"].min(), candles["timestamp"].max() + bar, bar, np.unique(utc_times(candles["timestamp"])))
 
 
+def length_label(delta: pd.Timedelta) -> str:
+    """A window's length as people write it: 40d, 9h20m, 3d15h40m."""
+    minutes = int(round(delta / pd.Timedelta(minutes=1)))
+    days, rest = divmod(minutes, 1440)
+    parts = (f"{days}d" if days else "", f"{rest // 60}h" if rest // 60 else "", f"{rest % 60}m" if rest % 60 else "")
+    return "".join(parts) or "0m"
+
+
 def default_purge(config: RunConfig) -> int:
     return config.macro_window + INDICATOR_WARMUP
 
@@ -87,8 +95,9 @@ def walk_forward_folds(span: Span, train: pd.Timedelta, test: pd.Timedelta, step
             folds.append(Fold(f"fold{len(folds):02d}", (start, start + train), ((test_start, test_start + test),)))
         start += step
     if not folds:
-        raise ConfigError(f"no fold fits the data: each needs train {train} + purge {gap} + test {test} of (nearly) gap-free bars, and "
-                          f"the data spans {span.end - span.start}; choose shorter windows (data inspect lists the continuous stretches)")
+        raise ConfigError(f"no fold fits the data: each needs train {length_label(train)} + purge {length_label(gap)} + test "
+                          f"{length_label(test)} of (nearly) gap-free bars, and the data spans {length_label(span.end - span.start)}; "
+                          "choose shorter windows (data inspect lists the continuous stretches)")
     return folds
 
 
@@ -153,7 +162,7 @@ def test_returns(folder: Path, trial: Trial) -> pd.Series:
     """The chosen policy's per-bar test returns, by the timestamp of the bar they end at."""
     equity = pd.read_csv(folder / trial.name / "equity_test.csv", usecols=["timestamp", "agent_equity"], parse_dates=["timestamp"])
     values = equity["agent_equity"].to_numpy()
-    return pd.Series(values[1:] / values[:-1] - 1, index=equity["timestamp"].iloc[1:].to_numpy())
+    return pd.Series(values[1:] / values[:-1] - 1, index=utc_times(equity["timestamp"])[1:])
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -18,3 +18,15 @@ def test_bad_run_values_exit_2_with_one_line(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no empty sweep or run folder left behind
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`asym-tui ... | head` that stops reading: exit 0, no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "asym_tui.cli", "data", "inspect", "synthetic:days=4", "--json", "--macro-window", "64",
+                              "--micro-window", "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # the reader is gone before anything is written
+    assert child.wait(timeout=120) == 0
+    assert b"Traceback" not in child.stderr.read()

@@ -104,7 +104,7 @@ def test_cpcv_recombines_paths_and_reports_pbo_over_seeds(month_csv, tmp_path, c
 
 
 @pytest.mark.parametrize("flags, message", [(["--purge", "10"], "at least the macro window"),
-                                            (["--train", "40d"], "one fold needs train"),
+                                            (["--train", "40d"], "no fold fits the data: each needs train 40d + purge 9h20m"),
                                             (["--cpcv", "4"], "use N,K"),
                                             (["--cpcv", "4,2", "--train", "3d"], "--cpcv makes its own groups"),
                                             (["--trainers", "fast"], "--trainers 'fast'"),
