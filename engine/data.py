@@ -26,11 +26,8 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import DataError
-from engine.readers import NUMBER_COLUMNS, OHLCV_COLUMNS, PRICE_COLUMNS, TIME_COLUMNS, RawTable, RowBudget, read_tables
+from engine.readers import NUMBER_COLUMNS, OHLCV_COLUMNS, PRICE_COLUMNS, PRICE_RANGE, TIME_COLUMNS, RawTable, RowBudget, read_tables
 
-# Real tokens trade from about 1e-8 (quoted in BTC) to about 1e9 (quoted in IDR or VND); the margin keeps every
-# price, its square and its mirror image (features.mirror_candles) far from float overflow and underflow.
-PRICE_RANGE = (1e-12, 1e12)
 MAX_VOLUME = 1e24
 FILE_SUFFIXES = (".csv", ".txt", ".parquet", ".pq", ".zip")
 MAX_GAP_BARS = 12  # a longer hole in the data (an hour of 5-minute bars) ends a segment; shorter ones are traded across

@@ -34,6 +34,9 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
 NUMBER_COLUMNS = (*OHLCV_COLUMNS, "quote_volume")
 TIME_COLUMNS = ("timestamp", "date", "time", "datetime", "open_time")
+# Real tokens trade from about 1e-8 (quoted in BTC) to about 1e9 (quoted in IDR or VND); the margin keeps every
+# price, its square and its mirror image (features.mirror_candles) far from float overflow and underflow.
+PRICE_RANGE = (1e-12, 1e12)
 WANTED_COLUMNS = (*TIME_COLUMNS, *NUMBER_COLUMNS)
 BINANCE_KLINE_COLUMNS = (
     "open_time", "open", "high", "low", "close", "volume", "close_time",

@@ -21,7 +21,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from engine.data import PRICE_RANGE
+from engine.readers import PRICE_RANGE
 from engine.errors import DataError
 
 BARS_PER_DAY = 288

@@ -162,7 +162,7 @@ def test_eval_warns_when_the_bar_length_differs_from_training(finished_run, tmp_
     (["data", "inspect", "synthetic", "--macro-window", "0"], "--micro-window <= --macro-window"),
     (["data", "inspect", "synthetic", "--micro-window", "-5"], "--micro-window <= --macro-window"),
     (["bench", "--device", "tpu", "--quick"], "device 'tpu' is not accepted"),
-    (["bench", "--json", "/missing/dir/x.json"], "does not exist or is not writable"),
+    (["bench", "--out", "/missing/dir/x.json"], "does not exist or is not writable"),
     (["data", "inspect", "synthetic:days=100000000"], "days must be > 0 and <= 3650"),
     (["data", "inspect", "synthetic:volatility=-1"], "volatility must be > 0"),
 ])

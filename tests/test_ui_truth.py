@@ -283,7 +283,7 @@ async def test_chart_titles_and_legends_fit_their_borders_at_80x24(tmp_path):
                                                  val_score=float(i)))
         app.dirty, app.latest = True, Progress("optimized", "training", elapsed_s=3.0)
         app.redraw()
-        await pilot.pause()
+        await wait_for(pilot, lambda: "q Quit" in screen_text(app))  # the footer draws last; on a busy machine, later
         text = screen_text(app)
         for chart in app.query(Chart):
             if chart.display:
