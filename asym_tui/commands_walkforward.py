@@ -45,8 +45,7 @@ def cmd_walkforward(args) -> int:
     console.print(header(spec, base, folds), highlight=False)
     console.print(f"→ {folder}", highlight=False, soft_wrap=True)
     with stop_on_signals() as (stop, received), progress_display(console, args.quiet, spec["trainers"]) as on_event:
-        on_row = lambda row: console.print(f"  {row['trial']} {row['status']}" + (f" — {escape(row['error'])}" if row["error"] else ""),
-                                           highlight=False, overflow="fold")
+        on_row = lambda row: console.print(f"  {row['trial']} {row['status']}: " + escape(row_text(row)), highlight=False, overflow="fold")
         study = run_walkforward(base, spec, folds, folder, grid, windows, stop=stop, on_event=on_event, on_row=on_row, ray=args.ray,
                                 cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
     if args.json:
@@ -54,6 +53,13 @@ def cmd_walkforward(args) -> int:
     else:
         print_study(console, study)
     return EXIT_SIGNAL.get(received[0], 130) if received else 0
+
+
+def row_text(row: dict) -> str:
+    """A finished fold × candidate × seed in a few words (or why it has no result)."""
+    if "agent" not in row:
+        return row["error"]
+    return f"Sharpe {row['agent']:.2f} vs buy-and-hold {row['buy_and_hold']:.2f}" + (" (no edge: flat)" if row["no_edge"] else "")
 
 
 def header(spec: dict, base, folds) -> str:

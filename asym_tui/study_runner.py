@@ -60,14 +60,10 @@ class StudyRunner:
     def run(self, preset: str, overrides: dict, form: StudyForm, on_plan: Callable, on_event: Callable, on_row: Callable,
             stop: threading.Event):
         from asym_tui.commands_walkforward import header
-        from engine.walkforward import candidates, fold_row, new_study_dir, plan_study, plan_trials, run_walkforward, study_spec
+        from engine.walkforward import candidates, new_study_dir, plan_study, run_walkforward, study_spec
 
         spec = study_spec(preset, overrides, form.train, form.test, form.step, form.purge, form.seeds, form.trainers, [], form.cpcv)
         base, folds, windows, grid = plan_study(spec)
         folder = new_study_dir(base.out_dir, None)
-        seeds = list(range(base.seed, base.seed + spec["seeds"]))  # as run_walkforward numbers them
-        planned = {trial.name: (trial, fold, label)
-                   for trial, fold, label in plan_trials(folds, candidates(spec["trainers"], grid), seeds, spec["purge_bars"])}
-        on_plan(header(spec, base, folds), folder, len(planned))
-        return run_walkforward(base, spec, folds, folder, grid, windows, stop=stop, on_event=on_event,
-                               on_row=lambda row: on_row(fold_row(*planned[row["trial"]], folder)))
+        on_plan(header(spec, base, folds), folder, len(folds) * len(candidates(spec["trainers"], grid)) * spec["seeds"])
+        return run_walkforward(base, spec, folds, folder, grid, windows, stop=stop, on_event=on_event, on_row=on_row)

@@ -7,8 +7,10 @@ What validation is (`ValidationSet`):
   the unseen-series report never use) and their mirrors. One validation split can be a single long
   regime, where "enter once and hold" scores like a trend follower; across several series with regime
   changes it cannot.
-The score is the mean greedy Sharpe over these series; its noise is the standard error of an annualized
-Sharpe over the independent bars (a mirror adds no independent bars).
+The score is the interquartile mean (IQM) of the greedy Sharpe over these series: a policy that enters once
+and holds earns a huge Sharpe on a one-regime split and on its mirror, and nothing elsewhere; the IQM sets
+such outliers aside where a mean would let two series carry the score. Its noise is the standard error of
+an annualized Sharpe over the independent bars (a mirror adds no independent bars).
 
 What a run keeps (`Selection`): the latest weights whose score is within one standard error of the best
 so far (differences smaller than the noise say nothing, and later weights have trained longer) — but
@@ -33,7 +35,7 @@ from engine.evaluation import Backtest, agent_backtest, table_backtest, target_t
 from engine.features import Features, MarketSplits, Normalizer, build_features, mirror_candles
 from engine.metrics import periods_per_year
 from engine.model import AsymmetricPolicyNetwork, hold_flat
-from engine.stats import deflated_sharpe, expected_max_z, probabilistic_sharpe
+from engine.stats import deflated_sharpe, expected_max_z, iqm, probabilistic_sharpe
 
 VALIDATION_SEEDS = 900_001  # first seed of the synthetic validation series (never trained on or reported as unseen)
 VALIDATION_DAYS = 20
@@ -96,18 +98,19 @@ class ValidationSet:
         """Standard error of the score: an annualized Sharpe over the independent bars."""
         return math.sqrt(periods_per_year(self.bar_seconds) / max(1, self.independent_bars))
 
-    def mean_sharpe(self, backtests: list[Backtest]) -> float:
-        return float(np.mean([backtest.metrics["sharpe"] for backtest in backtests]))
+    def combined(self, backtests: list[Backtest]) -> float:
+        """The score of one policy: the IQM of its Sharpe over the series (the mean of one or two)."""
+        return float(iqm([backtest.metrics["sharpe"] for backtest in backtests]))
 
     def score(self, model: AsymmetricPolicyNetwork) -> tuple[float, list[Backtest]]:
-        """The greedy agent's mean Sharpe over every series, and its backtests (validation's first)."""
+        """The greedy agent's score over every series, and its backtests (validation's first)."""
         backtests = [agent_backtest(model, s.features, self.env_config, self.bar_seconds) for s in self.series]
-        return self.mean_sharpe(backtests), backtests
+        return self.combined(backtests), backtests
 
     def score_policy(self, table_of) -> float:
         """The score of a policy given as a transition table per series (`table_of(features)`, see
         engine.evaluation.table_backtest): how baselines and hand-made policies are scored."""
-        return self.mean_sharpe([table_backtest(s.features, self.env_config, self.bar_seconds, table_of(s.features)) for s in self.series])
+        return self.combined([table_backtest(s.features, self.env_config, self.bar_seconds, table_of(s.features)) for s in self.series])
 
     def baseline_scores(self) -> dict[str, float]:
         """Flat, long, short (where allowed) and the trailing rule, scored like the agent."""
@@ -191,7 +194,7 @@ class Selecting:
 
     def validate(self, started: float) -> dict:
         """Greedy backtests on every validation series (engine/selection.py: validation, its mirror, and on the
-        synthetic market independent series with regime changes); their mean Sharpe is the score. The
+        synthetic market independent series with regime changes); the IQM of their Sharpe is the score. The
         selection then keeps the latest weights within noise of the best score if they show an edge
         over flat and the best constant position, else a flat policy."""
         self.progress("validating", started)

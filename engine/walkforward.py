@@ -251,12 +251,15 @@ def run_walkforward(base: RunConfig, spec: dict, folds: list[Fold], folder: Path
                     stop=None, on_event=None, on_row=None, ray: str | None = None, cpus_per_trial: float = 1.0,
                     gpus_per_trial: float = 0.0) -> WalkForward:
     """Every fold × candidate × seed through the executor (finished ones are skipped: resume), then the verdict.
-    `windows`: CPCV's groups, to recombine the paths."""
+    `on_row` gets each fold × candidate × seed's row (`fold_row`) as its run ends; `windows`: CPCV's groups,
+    to recombine the paths."""
     seeds = list(range(base.seed, base.seed + spec["seeds"]))
     planned = plan_trials(folds, candidates(spec["trainers"], grid or {}), seeds, spec["purge_bars"])
     record = {**spec, "folds": [fold_record(fold) for fold in folds]}
     atomic_write_json(folder / RECORD, record)
-    execute_trials(base, [trial for trial, _, _ in planned], folder, stop=stop, on_event=on_event, on_row=on_row, ray=ray,
+    by_name = {trial.name: (trial, fold, label) for trial, fold, label in planned}
+    report = (lambda row: on_row(fold_row(*by_name[row["trial"]], folder))) if on_row else None
+    execute_trials(base, [trial for trial, _, _ in planned], folder, stop=stop, on_event=on_event, on_row=report, ray=ray,
                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
     rows = [fold_row(trial, fold, label, folder) for trial, fold, label in planned]
     bar_seconds = spec.get("bar_seconds", 300.0)
