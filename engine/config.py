@@ -100,7 +100,7 @@ class RunConfig:
     macro_every: int = 1  # MacroNet is updated once per this many MicroNet updates (the seed used 10: it starves learning)
     grad_clip: float = 1.0  # gradient norm clip
     anneal_lr: bool = True  # learning rates fall linearly to 0 over the run's duration (or episode budget)
-    entropy_coef: float = 0.01  # entropy bonus weight (keeps exploring)
+    entropy_coef: float = 0.03  # entropy bonus weight (keeps exploring; 0.01 left one seed in six flat, docs/learning.md)
     max_nan_updates: int = 5  # stop after this many non-finite updates in a row (0 = never)
     # PPO (optimized trainer, algorithm = "ppo")
     rollout_steps: int = 64  # steps per rollout of the persistent episodes (then the updates)
