@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
+from engine import learners
 from engine.monitor import gpu_facts, resolve_device
 
 
@@ -88,7 +89,10 @@ def diagnose(probe: bool = True) -> dict:
         "probes": [],
     }
     if probe:
-        probes = [_probe("bfloat16 autocast", lambda: _tiny_step(device, torch.bfloat16))]
+        if device.type == "cpu" and not learners.cpu_bfloat16_native():
+            probes = [Probe("bfloat16 autocast", False, learners.CPU_WITHOUT_BFLOAT16)]
+        else:
+            probes = [_probe("bfloat16 autocast", lambda: _tiny_step(device, torch.bfloat16))]
         if device.type in ("cuda", "mps"):
             probes.append(_probe("float16 autocast", lambda: _tiny_step(device, torch.float16)))
         else:

@@ -119,10 +119,23 @@ def sample_actions(logits: torch.Tensor) -> torch.Tensor:
     return (logits.float() - torch.log(-torch.log(noise))).argmax(dim=1)
 
 
+CPU_WITHOUT_BFLOAT16 = ("AMP off: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX), where bfloat16 is emulated "
+                        "about 100x slower than float32; training in float32")
+
+
+def cpu_bfloat16_native() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); a torch without the probes is trusted."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    answers = [probe() for probe in probes if probe is not None]
+    return any(answers) or not answers
+
+
 def amp_settings(config: RunConfig, device: torch.device) -> tuple[torch.dtype | None, bool, str]:
     """(autocast dtype or None, use a gradient scaler, note for the user)."""
     if not config.use_amp:
         return None, False, "AMP off (float32)"
+    if device.type == "cpu" and not cpu_bfloat16_native():
+        return None, False, CPU_WITHOUT_BFLOAT16
     if config.amp_dtype == "float16" and device.type == "cuda":
         return torch.float16, True, "AMP float16 with a gradient scaler"
     if device.type == "mps":
@@ -180,6 +193,8 @@ class Learner:
         self.macro_optimizer = torch.optim.Adam(model.macro_net.parameters(), lr=config.lr_macro, foreach=True)
         self.micro_optimizer = torch.optim.Adam(model.micro_parameters(), lr=config.lr_micro, foreach=True)
         self.amp_dtype, use_scaler, self.amp_note = amp_settings(config, device)
+        if config.use_amp and self.amp_dtype is None:
+            report("warning", self.amp_note)
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.table = table  # (rows, features) of the train split, on the device
         # The loss re-evaluates with the network itself; rollouts use the same function with BatchNorm folded in.
