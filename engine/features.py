@@ -344,9 +344,12 @@ def prepare_splits(
     # Each segment mirrored up to the validation split's end, so mirrored features have their full history.
     mirrored = []
     for part, features in built:
+        before = part[utc_times(part["timestamp"]) < validation_end]
         try:
-            mirror = build_features(mirror_candles(part[utc_times(part["timestamp"]) < validation_end]), macro_window, micro_window)
-        except DataError:  # a segment with too little before the validation end has no mirror to offer
+            mirror = build_features(mirror_candles(before), macro_window, micro_window) if len(before) else None
+        except DataError:
+            mirror = None
+        if mirror is None:  # a segment with too little (or nothing: a later file) before the validation end has no mirror
             continue
         mirrored.append(dataclasses.replace(mirror, segment_names=features.segment_names))
     train = splits["train"]

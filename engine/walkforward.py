@@ -158,6 +158,12 @@ def fold_row(trial: Trial, fold: Fold, label: str, folder: Path) -> dict:
             "edge_bar": selected.get("edge_bar"), "fee_model": summary.fee_model}
 
 
+def fold_outcome(executed: dict, trial: Trial, fold: Fold, label: str, folder: Path) -> dict:
+    """The fold row of a run that just ended; a run that failed before writing its summary keeps the executor's error."""
+    row = fold_row(trial, fold, label, folder)
+    return {**row, "status": executed["status"], "error": executed["error"]} if row["status"] == "missing" else row
+
+
 def test_returns(folder: Path, trial: Trial) -> pd.Series:
     """The chosen policy's per-bar test returns, by the timestamp of the bar they end at."""
     equity = pd.read_csv(folder / trial.name / "equity_test.csv", usecols=["timestamp", "agent_equity"], parse_dates=["timestamp"])
@@ -258,10 +264,11 @@ def run_walkforward(base: RunConfig, spec: dict, folds: list[Fold], folder: Path
     record = {**spec, "folds": [fold_record(fold) for fold in folds]}
     atomic_write_json(folder / RECORD, record)
     by_name = {trial.name: (trial, fold, label) for trial, fold, label in planned}
-    report = (lambda row: on_row(fold_row(*by_name[row["trial"]], folder))) if on_row else None
-    execute_trials(base, [trial for trial, _, _ in planned], folder, stop=stop, on_event=on_event, on_row=report, ray=ray,
-                   cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
-    rows = [fold_row(trial, fold, label, folder) for trial, fold, label in planned]
+    report = (lambda row: on_row(fold_outcome(row, *by_name[row["trial"]], folder))) if on_row else None
+    executed = {row["trial"]: row for row in execute_trials(base, [trial for trial, _, _ in planned], folder, stop=stop, on_event=on_event,
+                                                            on_row=report, ray=ray, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)}
+    rows = [fold_outcome(executed[trial.name], trial, fold, label, folder) if trial.name in executed else fold_row(trial, fold, label, folder)
+            for trial, fold, label in planned]
     bar_seconds = spec.get("bar_seconds", 300.0)
     study = WalkForward(folder, spec, record["folds"], rows, summarize(rows), overfitting(folder, planned, rows),
                         cpcv_paths(folder, planned, windows, bar_seconds) if windows else None)

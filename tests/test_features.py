@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from engine.features import INDICATORS, Normalizer, build_features, prepare_splits
@@ -74,3 +75,14 @@ def test_mirrored_train_split_reverses_returns_and_is_a_second_segment(candles):
     raw_mirror = build_features(mirror_candles(candles), MACRO, MICRO)
     column = INDICATORS.index("log_return") + 2 * len(INDICATORS)  # the 'last' aggregate of log_return
     np.testing.assert_allclose(raw_mirror.micro[:, column], -raw.micro[:, column], atol=1e-6)
+
+
+def test_a_segment_that_starts_after_the_validation_split_has_no_mirror_and_breaks_nothing(candles):
+    # A folder of monthly files: the last file lies wholly in the test split, so nothing of it precedes validation's end
+    later = generate_candles(days=1, seed=22)
+    later["timestamp"] = later["timestamp"] + (candles["timestamp"].iloc[-1] - later["timestamp"].iloc[0]) + pd.Timedelta(days=30)
+    both = pd.concat([candles, later], ignore_index=True)
+    splits = prepare_splits(both, MACRO, MICRO, mirror_train=True)
+    assert splits.test.timestamps.max() == later["timestamp"].iloc[-1].tz_convert(None).to_datetime64()
+    assert splits.validation.timestamps.max() < later["timestamp"].iloc[0].tz_convert(None).to_datetime64()
+    assert len(splits.train.segment_lengths) == 2  # the first file and its mirror

@@ -8,7 +8,8 @@ import pytest
 
 from asym_tui.cli import main
 from engine.synthetic import generate_candles
-from engine.walkforward import Span, cpcv_folds, walk_forward_folds
+from engine.sweep import Trial
+from engine.walkforward import Fold, Span, cpcv_folds, fold_outcome, walk_forward_folds
 
 TINY = ["--set", "macro_window=64", "--set", "micro_window=16", "--set", "episode_steps=32", "--set", "eval_every_s=0",
         "--set", "duration_s=0", "--set", "unseen_series=0", "--episodes", "16", "--num-envs", "8", "--quiet"]
@@ -119,3 +120,12 @@ def test_resume_refuses_a_folder_that_is_not_a_walkforward(tmp_path, capsys):
     os.makedirs(tmp_path / "empty")
     assert main(["walkforward", "--resume", str(tmp_path / "empty")]) == 2
     assert "not a walk-forward folder" in capsys.readouterr().err
+
+
+def test_a_fold_that_failed_before_its_summary_keeps_the_reason(tmp_path):
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    fold = Fold("fold00", (start, start + pd.Timedelta(days=20)), ((start + pd.Timedelta(days=22), start + pd.Timedelta(days=27)),))
+    trial = Trial("fold00-optimized-seed0", {}, 0)
+    executed = {"trial": trial.name, "status": "failed", "error": "DataError: too few rows"}
+    row = fold_outcome(executed, trial, fold, "optimized", tmp_path)
+    assert (row["status"], row["error"], row["fold"]) == ("failed", "DataError: too few rows", "fold00")
