@@ -9,6 +9,7 @@ from dataclasses import asdict
 import os
 import sys
 from contextlib import contextmanager
+from typing import Callable
 
 import numpy as np
 from rich.console import Console
@@ -50,6 +51,17 @@ def json_line(event: Progress | LogMessage) -> str:
     return json.dumps({"event": "progress" if isinstance(event, Progress) else "log", **fields})
 
 
+def log_printer(console: Console) -> Callable[[LogMessage], None]:
+    """Prints each message once: a study's runs load the same data and would repeat the same warning per run."""
+    said: set[str] = set()
+
+    def say(event: LogMessage) -> None:
+        if event.text not in said:
+            said.add(event.text)
+            console.print(f"[yellow]{event.level}:[/] {escape(event.text)}", highlight=False)
+    return say
+
+
 @contextmanager
 def progress_display(console: Console, quiet: bool, trainers: list[str], json_lines: bool = False):
     """A rich progress bar per run (time-based, or episode-based with a budget), or with `json_lines` one JSON
@@ -60,8 +72,8 @@ def progress_display(console: Console, quiet: bool, trainers: list[str], json_li
         yield lambda event: None if quiet and isinstance(event, Progress) else print(json_line(event), file=sys.stderr, flush=True)
         return
     if quiet:
-        yield lambda event: console.print(f"[yellow]{event.level}:[/] {event.text}", highlight=False) \
-            if isinstance(event, LogMessage) else None
+        say = log_printer(console)
+        yield lambda event: say(event) if isinstance(event, LogMessage) else None
         return
     stage_width = max(len(stage_text(name, trainers)) for name in trainers)
     bar = Bar(TextColumn("[bold]{task.fields[stage]}", table_column=Column(no_wrap=True, min_width=stage_width)),
@@ -70,10 +82,11 @@ def progress_display(console: Console, quiet: bool, trainers: list[str], json_li
               console=console, refresh_per_second=4, transient=True)  # gone at the end: the summary says how it ended
     status_width = console.width - stage_width - 10 - 4 - 3  # beside the stage, bar, percentage and the gaps between them
     tasks: dict[str, int] = {}
+    say = log_printer(bar.console)
 
     def on_event(event) -> None:
         if isinstance(event, LogMessage):
-            bar.console.print(f"[yellow]{event.level}:[/] {event.text}", highlight=False)
+            say(event)
             return
         if event.trainer not in tasks:
             tasks[event.trainer] = bar.add_task("", total=100, stage=stage_text(event.trainer, trainers), status="")

@@ -23,3 +23,15 @@ def test_a_run_that_never_left_warm_up_says_so_instead_of_zero_seconds_of_traini
     assert "14.8 s, all of it warm-up (4,428 steps/s" in text and "0.0 s of training" not in text
     summary.throughput.train_s, summary.throughput.warmup_s = 12.0, 3.0
     assert "12.0 s of training (4,428 steps/s" in printed(summary)
+
+
+def test_a_study_says_each_warning_once_with_its_brackets():
+    from asym_tui.console import progress_display
+    from engine.events import LogMessage
+
+    console = Console(record=True, width=200)
+    with progress_display(console, quiet=True, trainers=["optimized"]) as on_event:
+        for _ in range(3):  # three folds loading the same folder
+            on_event(LogMessage("warning", "data/[2024]: 11 gap(s) not filled"))
+        on_event(LogMessage("warning", "another note"))
+    assert console.export_text().splitlines() == ["warning: data/[2024]: 11 gap(s) not filled", "warning: another note"]
