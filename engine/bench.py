@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine import learners
+from engine import precision
 from engine.config import RunConfig, load_config
 from engine.errors import ConfigError
 from engine.features import MarketSplits
@@ -88,8 +88,8 @@ def default_cases(device: torch.device, quick: bool, num_envs: list[int] | None 
     if num_envs is None:
         num_envs = ([4096] if quick else [1024, 4096, 16384]) if cuda else ([256] if quick else [256, 1024, 4096])
     if amp is None:
-        # bfloat16 emulated on a CPU without its instructions is not worth measuring (learners.CPU_WITHOUT_BFLOAT16)
-        native = cuda or learners.cpu_bfloat16_native()
+        # bfloat16 emulated on a CPU without its instructions is not worth measuring (precision.CPU_WITHOUT_BFLOAT16)
+        native = cuda or precision.cpu_bfloat16_native()
         amp = [cuda] if quick else ([False, True] if native else [False])
     compile_model = compile_model or [False]
     cuda_graphs = (cuda_graphs or ([True] if quick else [False, True])) if cuda else [False]

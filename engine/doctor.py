@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from engine import learners
+from engine import precision
 from engine.monitor import gpu_facts, resolve_device
 
 
@@ -89,8 +89,8 @@ def diagnose(probe: bool = True) -> dict:
         "probes": [],
     }
     if probe:
-        if device.type == "cpu" and not learners.cpu_bfloat16_native():
-            probes = [Probe("bfloat16 autocast", False, learners.CPU_WITHOUT_BFLOAT16)]
+        if device.type == "cpu" and not precision.cpu_bfloat16_native():
+            probes = [Probe("bfloat16 autocast", False, precision.CPU_WITHOUT_BFLOAT16)]
         else:
             probes = [_probe("bfloat16 autocast", lambda: _tiny_step(device, torch.bfloat16))]
         if device.type in ("cuda", "mps"):

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import RunConfig
+from engine.precision import amp_settings
 from engine.model import AsymmetricPolicyNetwork, FoldedPolicy
 
 BATCHNORM_SAMPLE = 8192  # observations behind BatchNorm statistics: the initial calibration and each refresh
@@ -117,32 +118,6 @@ def sample_actions(logits: torch.Tensor) -> torch.Tensor:
     """Categorical sampling by the Gumbel-max trick: no host sync, capturable in a CUDA graph."""
     noise = torch.rand_like(logits, dtype=torch.float32)
     return (logits.float() - torch.log(-torch.log(noise))).argmax(dim=1)
-
-
-CPU_WITHOUT_BFLOAT16 = ("AMP off: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX), where bfloat16 is emulated "
-                        "about 100x slower than float32; training in float32")
-
-
-def cpu_bfloat16_native() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); a torch without the probes is trusted."""
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    answers = [probe() for probe in probes if probe is not None]
-    return any(answers) or not answers
-
-
-def amp_settings(config: RunConfig, device: torch.device) -> tuple[torch.dtype | None, bool, str]:
-    """(autocast dtype or None, use a gradient scaler, note for the user)."""
-    if not config.use_amp:
-        return None, False, "AMP off (float32)"
-    if device.type == "cpu" and not cpu_bfloat16_native():
-        return None, False, CPU_WITHOUT_BFLOAT16
-    if config.amp_dtype == "float16" and device.type == "cuda":
-        return torch.float16, True, "AMP float16 with a gradient scaler"
-    if device.type == "mps":
-        return torch.float16, False, "AMP float16 (MPS)"
-    if config.amp_dtype == "float16":
-        return torch.bfloat16, False, "AMP bfloat16 (float16 needs CUDA)"
-    return torch.bfloat16, False, "AMP bfloat16"
 
 
 class FallbackPolicy:

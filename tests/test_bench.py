@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from engine import learners
+from engine import precision
 from engine.bench import BenchCase, default_cases
 
 
@@ -40,11 +40,11 @@ def test_bench_quick_writes_well_formed_json(tmp_path, algorithm):
 
 def test_default_matrix_on_cpu_and_cuda(monkeypatch):
     import torch
-    monkeypatch.setattr(learners, "cpu_bfloat16_native", lambda: True)
+    monkeypatch.setattr(precision, "cpu_bfloat16_native", lambda: True)
     cpu = default_cases(torch.device("cpu"), quick=False)
     assert cpu[0] == BenchCase("original")
     assert {(c.num_envs, c.use_amp) for c in cpu[1:]} == {(n, amp) for n in (256, 1024, 4096) for amp in (False, True)}
-    monkeypatch.setattr(learners, "cpu_bfloat16_native", lambda: False)  # emulated bfloat16: AMP is left out
+    monkeypatch.setattr(precision, "cpu_bfloat16_native", lambda: False)  # emulated bfloat16: AMP is left out
     assert {(c.num_envs, c.use_amp) for c in default_cases(torch.device("cpu"), quick=False)[1:]} == {(n, False) for n in (256, 1024, 4096)}
     assert not any(c.cuda_graphs for c in cpu)
     cuda = default_cases(torch.device("cuda"), quick=False)

@@ -14,7 +14,7 @@ import torch
 from conftest import TINY_RUN
 from engine.runs import RunError, check_output_dir, execute_run, load_checkpoint
 from engine.events import LogMessage
-from engine.learners import CPU_WITHOUT_BFLOAT16, cpu_bfloat16_native
+from engine.precision import CPU_WITHOUT_BFLOAT16, cpu_bfloat16_native
 from engine.trainers import make_trainer
 
 

@@ -7,7 +7,7 @@ import torch
 
 from engine.evaluation import agent_backtest
 from engine.features import prepare_splits
-from engine import learners
+from engine import precision
 from engine.learners import discounted_returns, sample_actions
 from engine.events import LogMessage
 from engine.trainers import OptimizedTrainer, make_trainer
@@ -123,7 +123,7 @@ def test_accumulation_steps_the_optimizer_every_k_rollouts(tiny_config, tiny_spl
 @pytest.mark.parametrize("overrides", [{"use_amp": True}, {"compile_model": True, "compile_backend": "aot_eager"},
                                        {"use_amp": True, "amp_dtype": "float16"}])
 def test_amp_and_compile_switches_run_on_cpu(tiny_config, tiny_splits, overrides, monkeypatch):
-    monkeypatch.setattr(learners, "cpu_bfloat16_native", lambda: True)  # the bfloat16 path, whatever this CPU has
+    monkeypatch.setattr(precision, "cpu_bfloat16_native", lambda: True)  # the bfloat16 path, whatever this CPU has
     runner = make_trainer(tiny_config(max_episodes=16, **overrides), tiny_splits)
     result = runner.run()
     assert result.status == "completed" and runner.episodes == 16
@@ -216,9 +216,9 @@ def test_foreach_adam_is_the_per_tensor_arithmetic(tiny_config, tiny_splits):
 
 
 def test_amp_on_a_cpu_without_bfloat16_trains_in_float32_and_says_so(tiny_config, tiny_splits, monkeypatch):
-    monkeypatch.setattr(learners, "cpu_bfloat16_native", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bfloat16_native", lambda: False)
     events = []
     runner = make_trainer(tiny_config(max_episodes=16, use_amp=True), tiny_splits, on_event=events.append)
-    assert runner.learner.amp_dtype is None and runner.learner.amp_note == learners.CPU_WITHOUT_BFLOAT16
-    assert [e.text for e in events if isinstance(e, LogMessage) and e.level == "warning"] == [learners.CPU_WITHOUT_BFLOAT16]
+    assert runner.learner.amp_dtype is None and runner.learner.amp_note == precision.CPU_WITHOUT_BFLOAT16
+    assert [e.text for e in events if isinstance(e, LogMessage) and e.level == "warning"] == [precision.CPU_WITHOUT_BFLOAT16]
     assert runner.run().status == "completed"
