@@ -2,8 +2,9 @@
 
 config (the run config, presets) → data (candles in, checked) → features (causal windows, splits) →
 env (one episode, or N on the device) → model (MacroNet, MicroNet, head, value head) →
-precision (the autocast dtype a device gets) → learners (REINFORCE, PPO: losses and optimizer steps) → clock (warm-up, rates, budgets) and selection (what
-validation is, which weights a run keeps, "no edge ⇒ flat") → loop (the training loop both trainers share) →
+precision (the autocast dtype a device gets) → learners (REINFORCE, PPO: losses and optimizer steps) →
+clock (warm-up, rates, budgets) and selection (what validation is, which weights a run keeps, "no edge ⇒
+flat") → loop (the training loop both trainers share) →
 trainers (how each collects experience) → events (what the UIs consume: Progress, LogMessage, RunSummary) →
 checkpoints and runs (a run folder start to finish) → sweep (the executor), compare, walkforward, bench
 (many runs at once) → policy (a trained policy outside the app: load, act, export).
