@@ -345,11 +345,11 @@ def prepare_splits(
     mirrored = []
     for part, features in built:
         before = part[utc_times(part["timestamp"]) < validation_end]
+        if before.empty:  # a later file: nothing of it precedes the validation end
+            continue
         try:
-            mirror = build_features(mirror_candles(before), macro_window, micro_window) if len(before) else None
-        except DataError:
-            mirror = None
-        if mirror is None:  # a segment with too little (or nothing: a later file) before the validation end has no mirror
+            mirror = build_features(mirror_candles(before), macro_window, micro_window)
+        except DataError:  # too little before the validation end to warm up: no mirror to offer
             continue
         mirrored.append(dataclasses.replace(mirror, segment_names=features.segment_names))
     train = splits["train"]

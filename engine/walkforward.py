@@ -264,11 +264,15 @@ def run_walkforward(base: RunConfig, spec: dict, folds: list[Fold], folder: Path
     record = {**spec, "folds": [fold_record(fold) for fold in folds]}
     atomic_write_json(folder / RECORD, record)
     by_name = {trial.name: (trial, fold, label) for trial, fold, label in planned}
-    report = (lambda row: on_row(fold_outcome(row, *by_name[row["trial"]], folder))) if on_row else None
-    executed = {row["trial"]: row for row in execute_trials(base, [trial for trial, _, _ in planned], folder, stop=stop, on_event=on_event,
-                                                            on_row=report, ray=ray, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)}
-    rows = [fold_outcome(executed[trial.name], trial, fold, label, folder) if trial.name in executed else fold_row(trial, fold, label, folder)
-            for trial, fold, label in planned]
+    outcomes: dict[str, dict] = {}  # each fold row once, as its run ends (or is found finished)
+
+    def report(row: dict) -> None:
+        outcomes[row["trial"]] = fold_outcome(row, *by_name[row["trial"]], folder)
+        if on_row:
+            on_row(outcomes[row["trial"]])
+    execute_trials(base, [trial for trial, _, _ in planned], folder, stop=stop, on_event=on_event, on_row=report, ray=ray,
+                   cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+    rows = [outcomes.get(trial.name) or fold_row(trial, fold, label, folder) for trial, fold, label in planned]
     bar_seconds = spec.get("bar_seconds", 300.0)
     study = WalkForward(folder, spec, record["folds"], rows, summarize(rows), overfitting(folder, planned, rows),
                         cpcv_paths(folder, planned, windows, bar_seconds) if windows else None)
