@@ -223,8 +223,7 @@ class Selecting:
         facts = {key: value for key, value in chosen.items() if key != "model"}
         return model, {**facts, "weights": NO_EDGE if chosen["no_edge"] else "best validation score", "verdict": selection_text(chosen)}
 
+
 def chosen_weights(best: dict | None, select_best: bool, last: bool = False) -> dict | None:
     """The weights chosen on validation when selection applies (the one rule for runs and checkpoints), else None."""
     return best if best is not None and select_best and not last else None
-
-
