@@ -91,14 +91,19 @@ class Normalizer:
     @classmethod
     def fit(cls, train: Features) -> Normalizer:
         def stats(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            std = matrix.std(axis=0)
-            return matrix.mean(axis=0), np.where(std > 1e-12, std, 1.0)
+            # Moments accumulated in float64 without a centred copy of the matrix (years of rows are GBs).
+            mean = matrix.mean(axis=0, dtype=np.float64)
+            std = np.sqrt(np.maximum(np.einsum("ij,ij->j", matrix, matrix, dtype=np.float64) / len(matrix) - mean**2, 0.0))
+            return mean, np.where(std > 1e-12, std, 1.0)
 
         return cls(*stats(train.macro), *stats(train.micro))
 
-    def apply(self, features: Features) -> Features:
-        def scaled(matrix, mean, std):
-            return np.clip((matrix - mean) / std, -self.clip, self.clip).astype(np.float32)
+    def apply(self, features: Features, in_place: bool = False) -> Features:
+        """Normalized features: new matrices, or (`in_place`, for matrices no one else holds) the same ones."""
+        def scaled(matrix, mean, std):  # in float32, in one output buffer: no float64 copies of long series
+            out = np.subtract(matrix, mean.astype(np.float32), dtype=np.float32, out=matrix if in_place else None)
+            np.divide(out, std.astype(np.float32), out=out)
+            return np.clip(out, -self.clip, self.clip, out=out)
 
         return Features(
             scaled(features.macro, self.macro_mean, self.macro_std),
@@ -171,18 +176,29 @@ def utc_times(stamps: pd.Series) -> np.ndarray:
     return (index.tz_convert(None) if index.tz is not None else index).to_numpy()
 
 
-def _aggregate(indicators: pd.DataFrame, window: int, first_row: int) -> tuple[np.ndarray, np.ndarray]:
-    """[mean | std | last] of each indicator over `window` bars from `first_row` on, written column by column
-    into one float32 matrix (no float64 frames of the whole to stack and cast), and the float64 means."""
-    width = indicators.shape[1]
-    aggregated = np.empty((len(indicators) - first_row, 3 * width), dtype=np.float32)
-    means = np.empty((len(aggregated), width))
-    for column, name in enumerate(indicators):
-        rolling = indicators[name].rolling(window)
-        means[:, column] = rolling.mean().to_numpy()[first_row:]
-        for part, values in enumerate((means[:, column], rolling.std(ddof=0).to_numpy()[first_row:], indicators[name].to_numpy()[first_row:])):
-            aggregated[:, part * width + column] = values
-    return aggregated, means
+def _aggregated(series: pd.Series, aggregate: str, window: int) -> np.ndarray:
+    if aggregate == "last":
+        return series.to_numpy()
+    rolling = series.rolling(window)
+    if aggregate == "mean":
+        return rolling.mean().to_numpy()
+    # The same figures as rolling.std(ddof=0) (bit for bit), without pandas' slower masked square root.
+    return np.sqrt(np.maximum(rolling.var(ddof=0).to_numpy(), 0.0))
+
+
+def _aggregate(indicators: pd.DataFrame, window: int, first_row: int) -> np.ndarray:
+    """[mean | std | last] of each indicator over `window` bars from `first_row` on, as one float32 matrix
+    (no float64 frames of the whole to stack and cast)."""
+    width, rows = indicators.shape[1], len(indicators) - first_row
+    aggregated = np.empty((rows, 3 * width), dtype=np.float32)
+    # Each aggregate is gathered one contiguous row per indicator, then written as one block: writing
+    # single columns of the row-major matrix would touch all its cache lines once per column.
+    block = np.empty((width, rows), dtype=np.float32)
+    for part, aggregate in enumerate(AGGREGATES):
+        for column, name in enumerate(indicators):
+            block[column] = _aggregated(indicators[name], aggregate, window)[first_row:]
+        aggregated[:, part * width : (part + 1) * width] = block.T
+    return aggregated
 
 
 def build_features(candles: pd.DataFrame, macro_window: int = 492, micro_window: int = 60) -> Features:
@@ -195,14 +211,13 @@ def build_features(candles: pd.DataFrame, macro_window: int = 492, micro_window:
         source = candles.attrs.get("source", "data")
         raise DataError(f"{source}: {len(candles)} rows are too few for macro_window={macro_window}: need at least {needed}")
     indicators = indicator_frame(candles)
-    macro, macro_means = _aggregate(indicators, macro_window, first_row)
-    micro, _ = _aggregate(indicators, micro_window, first_row)
+    macro, micro = (_aggregate(indicators, window, first_row) for window in (macro_window, micro_window))
     return Features(
         macro=macro,
         micro=micro,
         close=candles["close"].to_numpy(dtype=np.float64)[first_row:],
         timestamps=utc_times(candles["timestamp"])[first_row:],
-        trend=np.ascontiguousarray(macro_means[:, INDICATORS.index("log_return")]),
+        trend=indicators["log_return"].rolling(macro_window).mean().to_numpy()[first_row:],
     )
 
 
@@ -354,14 +369,14 @@ def prepare_splits(
         mirrored.append(dataclasses.replace(mirror, segment_names=features.segment_names))
     train = splits["train"]
     if mirror_train and mirrored:
-        train = concatenate([train, take(mirrored, intervals["train"])])
+        train = concatenate([train, take(mirrored, intervals["train"])])  # a new copy: it can be normalized in place
     normalizer = Normalizer.fit(train)
     try:
         validation_mirror = normalizer.apply(take(mirrored, intervals["validation"]))
     except DataError:  # no segment has a mirror of its validation part
         validation_mirror = None
     bar_seconds = candles.attrs["timeframe"].total_seconds() if "timeframe" in candles.attrs else 300.0
-    return MarketSplits(train=normalizer.apply(train), validation=normalizer.apply(splits["validation"]),
+    return MarketSplits(train=normalizer.apply(train, in_place=train is not splits["train"]), validation=normalizer.apply(splits["validation"]),
                         test=normalizer.apply(splits["test"]), normalizer=normalizer, bar_seconds=bar_seconds, notes=tuple(notes),
                         validation_mirror=validation_mirror)
 

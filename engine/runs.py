@@ -350,10 +350,11 @@ def write_equity(path: Path, split, backtests: dict, initial_equity: float) -> N
         out[count:] = values[count - 1] if hold_last and count else 0.0
         return out
 
-    frame = pd.DataFrame({"timestamp": pd.to_datetime(split.timestamps, utc=True), "close": split.close})
+    # ISO 8601 in UTC, formatted by numpy: pandas formats timestamps one by one (a third of the file's time).
+    frame = pd.DataFrame({"timestamp": np.datetime_as_string(split.timestamps, unit="s", timezone="UTC"), "close": split.close})
     for name, backtest in backtests.items():
         frame[f"{name}_equity"] = padded(backtest.equity, hold_last=True) * initial_equity
-    frame["agent_level"] = padded(backtests["agent"].levels, hold_last=False)
+    frame["agent_level"] = padded(backtests["agent"].levels, hold_last=False).astype(np.int64)
     atomic_write_text(path, frame.to_csv(index=False))
 
 
