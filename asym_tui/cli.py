@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -284,5 +286,22 @@ def run_app(args) -> int:
     return 0
 
 
+def run() -> None:
+    """The `asym-tui` console command: `main`, then a quick exit. Python's orderly teardown of every imported
+    module (torch's, pandas', matplotlib's) takes about a second after the work is done and every file is
+    written and closed; it is skipped unless something still relies on exit handlers or is still running:
+    Ray (its local cluster is shut down at exit), child processes, or threads other than this one."""
+    code = main()
+    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread() and not thread.daemon]
+    if "ray" in sys.modules or multiprocessing.active_children() or others:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said on it
+            pass
+    os._exit(int(code or 0))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

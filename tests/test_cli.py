@@ -42,6 +42,18 @@ def test_bad_preset_file_names_the_key(tmp_path):
     assert result.returncode == 2 and "num_envs must be an integer" in result.stderr and "mine.toml" in result.stderr
 
 
+def test_the_console_command_exits_with_every_file_and_its_whole_output(tmp_path):
+    """`python -m asym_tui.cli` is the console command (`run`): it skips Python's teardown, so whatever was
+    buffered for the pipe and every file of the run must already be out when it exits."""
+    result = run_cli("train", *tiny_flags(tmp_path), "--name", "quick-exit", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "completed" and summary["throughput"]["episodes"] >= 16
+    run_dir = tmp_path / "runs" / "quick-exit"
+    assert json.loads((run_dir / "summary.json").read_text())["throughput"] == summary["throughput"]
+    assert all((run_dir / name).stat().st_size > 0 for name in ("checkpoint.pt", "metrics.csv", "equity_test.csv", "report.png"))
+
+
 def test_train_then_eval_then_compare_folders(tmp_path, capsys):
     assert main(["train", *tiny_flags(tmp_path), "--name", "first"]) == 0
     assert main(["train", *tiny_flags(tmp_path), "--trainer", "original", "--name", "second"]) == 0
