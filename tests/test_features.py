@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.features import INDICATORS, Normalizer, build_features, prepare_splits
+from engine.features import INDICATOR_WARMUP, INDICATORS, Normalizer, build_features, indicator_frame, prepare_splits
 from engine.synthetic import generate_candles
 
 MACRO, MICRO = 120, 30
@@ -37,6 +37,31 @@ def test_shapes_dtypes_and_alignment(candles):
     assert np.isfinite(features.macro).all() and np.isfinite(features.micro).all()
     np.testing.assert_array_equal(features.close, candles["close"].to_numpy()[-len(features):])
     np.testing.assert_array_equal(features.timestamps, candles["timestamp"].dt.tz_convert(None).to_numpy()[-len(features):])
+
+
+def test_macro_and_micro_are_mean_std_and_last_of_each_indicator_over_their_windows(candles):
+    """The block-wise aggregation (engine/features.py) against the plain pandas definition, bit for bit."""
+    features = build_features(candles, MACRO, MICRO)
+    indicators = indicator_frame(candles)
+    first = INDICATOR_WARMUP + MACRO - 1
+    for window, matrix in ((MACRO, features.macro), (MICRO, features.micro)):
+        rolling = indicators.rolling(window)
+        expected = np.concatenate([rolling.mean(), rolling.std(ddof=0), indicators], axis=1)[first:].astype(np.float32)
+        np.testing.assert_array_equal(matrix, expected)
+    np.testing.assert_array_equal(features.trend, indicators["log_return"].rolling(MACRO).mean().to_numpy()[first:])
+
+
+def test_normalizer_moments_match_numpy_in_float64(candles):
+    features = build_features(candles, MACRO, MICRO)
+    normalizer = Normalizer.fit(features)
+    exact = features.macro.astype(np.float64)
+    np.testing.assert_allclose(normalizer.macro_mean, exact.mean(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(normalizer.macro_std, np.where(exact.std(axis=0) > 1e-12, exact.std(axis=0), 1.0), rtol=1e-7)
+    scaled = normalizer.apply(features).macro
+    expected = np.clip((exact - normalizer.macro_mean) / normalizer.macro_std, -10, 10).astype(np.float32)
+    np.testing.assert_allclose(scaled, expected, rtol=1e-6, atol=1e-5)  # float32 arithmetic on values up to 10
+    in_place = normalizer.apply(build_features(candles, MACRO, MICRO), in_place=True).macro
+    np.testing.assert_array_equal(in_place, scaled)
 
 
 def test_features_are_scale_free(candles):
