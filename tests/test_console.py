@@ -35,3 +35,15 @@ def test_a_study_says_each_warning_once_with_its_brackets():
             on_event(LogMessage("warning", "data/[2024]: 11 gap(s) not filled"))
         on_event(LogMessage("warning", "another note"))
     assert console.export_text().splitlines() == ["warning: data/[2024]: 11 gap(s) not filled", "warning: another note"]
+
+
+def test_the_progress_display_says_the_data_is_being_prepared_until_a_trainer_reports():
+    from asym_tui.console import progress_display
+    from engine.events import Progress
+
+    console = Console(record=True, width=120, force_terminal=True)
+    with progress_display(console, quiet=False, trainers=["optimized"]) as on_event:
+        assert "loading and featurizing the data" in console.export_text(clear=True)  # up before any event
+        on_event(Progress(trainer="optimized", phase="starting", elapsed_s=0.0, duration_s=10.0))
+    last_frames = console.export_text()
+    assert "starting" in last_frames and "loading and featurizing" not in last_frames  # gone with the first report
