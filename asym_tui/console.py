@@ -84,14 +84,16 @@ def progress_display(console: Console, quiet: bool, trainers: list[str], json_li
     tasks: dict[str, int] = {}
     say = log_printer(bar.console)
     # Until the first trainer reports, the data is being loaded and featurized (seconds, for years of candles).
-    preparing = [bar.add_task("", total=100, stage="data".ljust(stage_width), status="loading and featurizing the data…")]
+    preparing: int | None = bar.add_task("", total=100, stage="data", status="loading and featurizing the data…")
 
     def on_event(event) -> None:
+        nonlocal preparing
         if isinstance(event, LogMessage):
             say(event)
             return
-        while preparing:
-            bar.remove_task(preparing.pop())
+        if preparing is not None:
+            bar.remove_task(preparing)
+            preparing = None
         if event.trainer not in tasks:
             tasks[event.trainer] = bar.add_task("", total=100, stage=stage_text(event.trainer, trainers), status="")
         done = event.done_fraction
