@@ -213,9 +213,10 @@ def machine_facts(device: torch.device) -> dict:
 
 
 def bench_config(data: str, episode_steps: int, device: str, update_minibatch: int | None = None, algorithm: str = "ppo") -> RunConfig:
-    """The shared config of every case; on CUDA the `cuda` preset's update minibatch."""
+    """The shared config of every case; on CUDA the `cuda` preset's update minibatch. Every trainer decides
+    at every bar (action_repeat 1), as the original does: the speed-ups compare the same work."""
     resolved, _ = resolve_device(device)
     overrides = {"data": data, "episode_steps": episode_steps, "device": device, "duration_s": 0, "max_episodes": 0, "algorithm": algorithm,
-                 "eval_every_s": 0, "min_num_envs": 1,
+                 "eval_every_s": 0, "min_num_envs": 1, "action_repeat": 1,
                  "update_minibatch": update_minibatch or load_config("cuda" if resolved.type == "cuda" else None).update_minibatch}
     return load_config(None, overrides)

@@ -27,7 +27,7 @@ CHOICES = {
     "amp_dtype": ("bfloat16", "float16"),
     "compile_backend": ("inductor", "aot_eager", "eager"),
 }
-POSITIVE = {"rollout_steps", "ppo_epochs", "ppo_minibatches", "clip_coef", "num_envs", "episode_steps", "macro_every", "gradient_accumulation_steps", "update_minibatch", "reward_scale",
+POSITIVE = {"action_repeat", "rollout_steps", "ppo_epochs", "ppo_minibatches", "clip_coef", "num_envs", "episode_steps", "macro_every", "gradient_accumulation_steps", "update_minibatch", "reward_scale",
             "lr_macro", "lr_micro", "grad_clip", "macro_window", "micro_window", "initial_equity", "position_size"}
 NON_NEGATIVE = {"purge_bars", "unseen_series", "validation_series", "value_coef", "duration_s", "max_episodes", "total_steps", "commission", "slippage", "entropy_coef", "eval_every_s", "threads", "min_num_envs", "max_nan_updates", "progress_every_s"}
 FRACTIONS = {"gamma", "train_fraction", "validation_fraction"}
@@ -109,6 +109,7 @@ class RunConfig:
     clip_coef: float = 0.2  # PPO's clip of the probability ratio
     gae_lambda: float = 0.95  # GAE's lambda
     value_coef: float = 0.5  # weight of the value loss
+    action_repeat: int = 4  # bars each sampled action decides in training (it trades at the first, HOLDs the rest; gamma is per decision); backtests decide every bar
     # Optimized trainer
     num_envs: int = 128  # parallel episodes
     min_num_envs: int = 8  # floor when out-of-memory halves num_envs

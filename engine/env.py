@@ -251,12 +251,29 @@ class VectorizedTradingEnv:
         self.steps += 1
         return reward
 
-    def step_autoreset(self, actions: torch.Tensor, generator: torch.Generator | None = None):
+    def step_autoreset(self, actions: torch.Tensor, generator: torch.Generator | None = None, repeat: int = 1):
         """Apply actions; episodes that end start again at a fresh random bar.
+
+        With `repeat` > 1 an action decides `repeat` bars: it trades at the first and HOLDs for the
+        others; the reward is their sum. An episode that ends within them ends there (what follows is
+        its successor holding flat, which earns and pays nothing).
 
         Returns (reward, terminated, truncated, final_rows, final_state, final_equity): the last three
         describe each episode *before* any reset (its next observation had it gone on, and its equity),
         so a learner can bootstrap the value of a truncated episode. No host synchronisation."""
+        reward, terminated, truncated, final_rows, final_state, final_equity = self._step_autoreset(actions, generator)
+        hold = torch.full_like(actions, HOLD)
+        for _ in range(repeat - 1):
+            more, *ended = self._step_autoreset(hold, generator)
+            reward = reward + more
+            # an episode that already ended keeps what it ended with; the others take this bar's outcome
+            done = terminated | truncated
+            terminated, truncated = terminated | ended[0] & ~done, truncated | ended[1] & ~done
+            final_rows, final_state, final_equity = (torch.where(done.view(-1, *([1] * (old.dim() - 1))), old, new)
+                                                     for old, new in zip((final_rows, final_state, final_equity), ended[2:]))
+        return reward, terminated, truncated, final_rows, final_state, final_equity
+
+    def _step_autoreset(self, actions: torch.Tensor, generator: torch.Generator | None = None):
         reward = self.advance(actions)
         terminated = ~self.alive
         truncated = (self.t >= self.length) & self.alive

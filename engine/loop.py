@@ -52,6 +52,7 @@ class Trainer(Timing, Selecting):
     """The loop both trainers share: iterate (collect, learn), report, validate, stop."""
 
     name = "trainer"
+    bars_per_action = 1  # bars the environments step per stored decision (PPO's action_repeat)
 
     def __init__(self, config: RunConfig, splits: MarketSplits, on_event: Callable[[Event], None] | None = None,
                  stop: threading.Event | None = None):
@@ -130,7 +131,7 @@ class Trainer(Timing, Selecting):
         self.learner.learn(batch)
         rewards = batch.rewards.float().mean()
         loss, finished = float(self.learner.last_loss), finished.double().cpu().numpy()  # the one sync per iteration
-        return Iteration(batch.actions.numel(), finished, collected - started, time.perf_counter() - collected,
+        return Iteration(batch.actions.numel() * self.bars_per_action, finished, collected - started, time.perf_counter() - collected,
                          float(rewards), loss)
 
     def run(self, checkpoint: Callable[[], None] | None = None) -> TrainResult:

@@ -94,6 +94,7 @@ class OptimizedTrainer(Trainer):
         self.use_cuda_graph = self.config.cuda_graphs and self.device.type == "cuda"
         if self.config.cuda_graphs and not self.use_cuda_graph:
             self.log("info", "CUDA graphs need a CUDA device; running the rollout without them")
+        self.bars_per_action = self.config.action_repeat if self.persistent else 1
         self.build(self.config.num_envs)
 
     @property
@@ -171,15 +172,14 @@ class OptimizedTrainer(Trainer):
         """PPO: continue the persistent episodes for `rollout_steps` steps, storing what the update needs.
         Where a time limit ends an episode, gamma x the value of the state it would have gone on to is
         added to the reward (the bootstrap); the value after the last step bootstraps the rollout."""
-        env, learner, gamma, last_row = self.env, self.learner, self.config.gamma, len(self.learner.table) - 1
+        env, learner, gamma, repeat = self.env, self.learner, self.config.gamma, self.config.action_repeat
         with learner.autocast():
             embed = self.bar_embedder()
             heads = lambda embedding, state: learner.rollout_heads(torch.cat([embedding, state.to(embedding.dtype)], dim=1))
             for step in range(self.config.rollout_steps):
                 self.check_interrupt()
                 rows, state = env.rows(), env.state()
-                here, after = embed(torch.stack([rows, (rows + 1).clamp(max=last_row)]))  # after: where a time limit ends it
-                logits, value = heads(here, state)
+                logits, value = heads(embed(rows), state)
                 actions = sample_actions(logits)
                 log_probs = F.log_softmax(logits.float(), dim=1).gather(1, actions.unsqueeze(1)).squeeze(1)
                 self.rows[step].copy_(rows)
@@ -187,8 +187,8 @@ class OptimizedTrainer(Trainer):
                 self.actions[step].copy_(actions)
                 self.log_probs[step].copy_(log_probs)
                 self.values[step].copy_(value.float())
-                reward, terminated, truncated, _, final_state, final_equity = env.step_autoreset(actions)
-                final_value = heads(after, final_state)[1].float()
+                reward, terminated, truncated, final_rows, final_state, final_equity = env.step_autoreset(actions, repeat=repeat)
+                final_value = heads(embed(final_rows), final_state)[1].float()  # where a time limit ended it
                 self.rewards[step].copy_(reward + gamma * final_value * truncated.float())
                 self.dones[step].copy_((terminated | truncated).float())
                 self.finished[step].copy_(final_equity.clamp(min=1e-12).log())

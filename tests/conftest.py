@@ -32,8 +32,10 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+# One decision per bar (action_repeat 1): the mechanics tests count steps and episodes per decision;
+# tests/test_ppo.py covers repeated actions.
 TINY_RUN = dict(data="synthetic:days=8,seed=3", macro_window=64, micro_window=16, episode_steps=32, num_envs=8,
-                min_num_envs=2, eval_every_s=0, duration_s=0, max_episodes=48, progress_every_s=0, unseen_series=0)
+                min_num_envs=2, eval_every_s=0, duration_s=0, max_episodes=48, progress_every_s=0, unseen_series=0, action_repeat=1)
 
 
 @pytest.fixture

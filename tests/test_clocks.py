@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from engine.config import RunConfig
 from engine.env import TradingEnv, VectorizedTradingEnv
 from engine.events import Progress
 from engine.learners import PPOLearner
@@ -131,7 +132,8 @@ def test_train_total_steps_flag_and_json_progress_lines(tmp_path, capsys):
                  "--set", "duration_s=0", "--set", "rollout_steps=16", "--set", "eval_every_s=0", *sets]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)
-    assert result["stop_reason"] == "env-step budget of 300 reached" and 300 <= result["throughput"]["env_steps"] < 300 + 128
+    rollout_bars = 8 * 16 * RunConfig().action_repeat  # one rollout: 8 envs x 16 decisions, each deciding action_repeat bars
+    assert result["stop_reason"] == "env-step budget of 300 reached" and 300 <= result["throughput"]["env_steps"] < 300 + rollout_bars
     lines = [json.loads(line) for line in captured.err.splitlines()]  # every stderr line is one JSON object
     progress = [line for line in lines if line["event"] == "progress"]
     assert progress and progress[-1]["total_steps"] == 300

@@ -89,24 +89,70 @@ def test_stagger_spreads_episode_ends():
     assert max(ends) < 64 and sum(ends) == 64  # every episode ends once, not all at the same step
 
 
-def test_rollout_bootstraps_the_value_where_a_time_limit_cuts_an_episode(tiny_config, tiny_splits):
-    config = tiny_config(episode_steps=5, rollout_steps=12, num_envs=6, observe_equity=False)
+def test_a_repeated_action_is_the_action_then_holds_and_an_episode_ending_inside_keeps_its_end():
+    """step_autoreset(repeat=3) against three single steps (the action, then HOLD twice) on a twin
+    environment: summed rewards, and each episode's end flags and final row, state and equity taken at
+    the bar where it ended (7-bar episodes end inside a 3-bar decision)."""
+    features = Features(np.zeros((60, 3), np.float32), np.zeros((60, 3), np.float32),
+                        100 * np.exp(np.cumsum(np.random.default_rng(3).normal(0, 0.01, 60))), np.zeros(60, "datetime64[ns]"))
+    config = EnvConfig(episode_steps=7)
+    repeated, single = VectorizedTradingEnv(features, 8, config), VectorizedTradingEnv(features, 8, config)
+    generators = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for env, generator in zip((repeated, single), generators):
+        env.reset(generator=generator)
+    actions = torch.Generator().manual_seed(6)
+    ended_inside = 0
+    for _ in range(10):
+        action = torch.randint(0, 3, (8,), generator=actions)
+        got = repeated.step_autoreset(action, generators[0], repeat=3)
+        reward, done = torch.zeros(8), torch.zeros(8, dtype=torch.bool)
+        ends = [None] * 8
+        for bar in range(3):
+            step = single.step_autoreset(action if bar == 0 else torch.full((8,), HOLD), generators[1])
+            reward += step[0]
+            for n in range(8):
+                if not done[n] and (step[1][n] or step[2][n] or bar == 2):
+                    ends[n] = (step[1][n], step[2][n], step[3][n], step[4][n], step[5][n])
+                    ended_inside += bar < 2 and bool(step[2][n])
+            done |= step[1] | step[2]
+        torch.testing.assert_close(got[0], reward)
+        for n in range(8):
+            assert [got[k][n].tolist() for k in range(1, 6)] == [value.tolist() for value in ends[n]]
+        assert torch.equal(repeated.rows(), single.rows()) and torch.equal(repeated.level, single.level)
+    assert ended_inside > 0
+
+
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_rollout_bootstraps_the_value_where_a_time_limit_cuts_an_episode(tiny_config, tiny_splits, repeat):
+    """Each stored decision's reward: its trade's fee and `repeat` bars of the new level (fewer where the
+    episode ends), plus gamma x the value where a time limit ended it."""
+    config = tiny_config(episode_steps=5, rollout_steps=12, num_envs=6, observe_equity=False, action_repeat=repeat)
     trainer = OptimizedTrainer(config, tiny_splits)
     batch, finished = trainer.collect()
     table, model, fee = trainer.learner.table, trainer.model, config.env_config().fee_rate
     returns = torch.as_tensor(tiny_splits.train.close[1:] / tiny_splits.train.close[:-1] - 1, dtype=torch.float32)
     checked = 0
-    for t, n in zip(*torch.nonzero(batch.dones, as_tuple=True)):
+    for t, n in np.ndindex(*batch.dones.shape):
         level, action, row = batch.states[t, n, 0], batch.actions[t, n], batch.rows[t, n]
         new_level = (level + (action == BUY).float() - (action == SELL).float()).clamp(-1, 1)
-        raw = (torch.log(1 - (new_level - level).abs() * fee) + torch.log(1 + new_level * returns[row])) * config.reward_scale
-        final_observation = torch.cat([table[row + 1], torch.stack([new_level, torch.tensor(1.0)])]).unsqueeze(0)
-        with torch.no_grad():
-            bootstrap = config.gamma * model.value(final_observation)[0]
-        torch.testing.assert_close(batch.rewards[t, n], raw + bootstrap, rtol=1e-4, atol=1e-4)
+        held = lambda bars: (torch.log(1 - (new_level - level).abs() * fee) + torch.log(1 + new_level * returns[row : row + bars]).sum()) * config.reward_scale
+        if not batch.dones[t, n]:
+            torch.testing.assert_close(batch.rewards[t, n], held(repeat), rtol=1e-4, atol=1e-4)
+            continue
+        with torch.no_grad():  # the episode ended after 1..repeat bars: one of them is the reward stored
+            bootstrap = lambda bars: config.gamma * model.value(torch.cat([table[row + bars], torch.stack([new_level, torch.tensor(1.0)])]).unsqueeze(0))[0]
+            candidates = torch.stack([held(bars) + bootstrap(bars) for bars in range(1, repeat + 1)])
+        assert (candidates - batch.rewards[t, n]).abs().min() < 1e-4
         checked += 1
-    assert checked >= 6  # every episode ended at least once in 12 steps of 5-step episodes
+    assert checked >= 6  # every episode ended at least once in 12 decisions of 5-bar episodes
     assert len(finished) == checked
+
+
+def test_env_steps_count_bars_when_an_action_decides_several(tiny_config, tiny_splits):
+    trainer = OptimizedTrainer(tiny_config(action_repeat=4, rollout_steps=8), tiny_splits)
+    step = trainer.iterate()
+    assert step.env_steps == 8 * 8 * 4 and trainer.bars_per_action == 4
+    assert OptimizedTrainer(tiny_config(action_repeat=4, algorithm="reinforce"), tiny_splits).bars_per_action == 1  # REINFORCE decides every bar
 
 
 def test_ppo_steps_the_optimizer_epochs_times_minibatches_per_rollout(tiny_config, tiny_splits):
