@@ -269,8 +269,9 @@ class VectorizedTradingEnv:
             # an episode that already ended keeps what it ended with; the others take this bar's outcome
             done = terminated | truncated
             terminated, truncated = terminated | ended[0] & ~done, truncated | ended[1] & ~done
-            final_rows, final_state, final_equity = (torch.where(done.view(-1, *([1] * (old.dim() - 1))), old, new)
-                                                     for old, new in zip((final_rows, final_state, final_equity), ended[2:]))
+            final_rows = torch.where(done, final_rows, ended[2])
+            final_state = torch.where(done.unsqueeze(1), final_state, ended[3])
+            final_equity = torch.where(done, final_equity, ended[4])
         return reward, terminated, truncated, final_rows, final_state, final_equity
 
     def _step_autoreset(self, actions: torch.Tensor, generator: torch.Generator | None = None):

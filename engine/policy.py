@@ -127,13 +127,17 @@ class Policy:
         built, _ = series_features(frame, self.settings.macro_window, self.settings.micro_window)
         return self.settings.normalizer.apply(concatenate([features for _, features in built]))
 
+    def logits_by_level(self, features: Features) -> np.ndarray:
+        """(rows, 3, 3): the logits at each row when holding each of LEVELS (the equity entry at 1.0)."""
+        table = np.concatenate([features.macro, features.micro], axis=1)
+        return np.stack([self.network(np.concatenate([table, np.tile(np.float32([level, 1.0]), (len(table), 1))], axis=1))
+                         for level in LEVELS], axis=1)
+
     def levels(self, features: Features) -> np.ndarray:
         """The level held after the decision at each row, every segment walked from flat."""
         if self.settings.env.observe_equity:
             return self._walk_with_equity(features)
-        table = np.concatenate([features.macro, features.micro], axis=1)
-        actions = np.stack([self.network(np.concatenate([table, np.tile(np.float32([level, 1.0]), (len(table), 1))], axis=1)).argmax(axis=1)
-                            for level in LEVELS], axis=1)
+        actions = self.logits_by_level(features).argmax(axis=2)
         next_level = np.clip(action_table(actions), self.settings.env.min_level, 1).tolist()
         levels, start = [], 0
         for length in segment_lengths(features):

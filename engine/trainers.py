@@ -94,7 +94,6 @@ class OptimizedTrainer(Trainer):
         self.use_cuda_graph = self.config.cuda_graphs and self.device.type == "cuda"
         if self.config.cuda_graphs and not self.use_cuda_graph:
             self.log("info", "CUDA graphs need a CUDA device; running the rollout without them")
-        self.bars_per_action = self.config.action_repeat if self.persistent else 1
         self.build(self.config.num_envs)
 
     @property
@@ -104,6 +103,10 @@ class OptimizedTrainer(Trainer):
     @property
     def persistent(self) -> bool:
         return self.algorithm == "ppo"
+
+    @property
+    def bars_per_action(self) -> int:
+        return self.config.action_repeat if self.persistent else 1  # REINFORCE decides every bar
 
     def build(self, num_envs: int) -> None:
         """(Re)create the environments and rollout buffers for `num_envs` episodes."""
@@ -172,7 +175,7 @@ class OptimizedTrainer(Trainer):
         """PPO: continue the persistent episodes for `rollout_steps` steps, storing what the update needs.
         Where a time limit ends an episode, gamma x the value of the state it would have gone on to is
         added to the reward (the bootstrap); the value after the last step bootstraps the rollout."""
-        env, learner, gamma, repeat = self.env, self.learner, self.config.gamma, self.config.action_repeat
+        env, learner, gamma, repeat = self.env, self.learner, self.config.gamma, self.bars_per_action
         with learner.autocast():
             embed = self.bar_embedder()
             heads = lambda embedding, state: learner.rollout_heads(torch.cat([embedding, state.to(embedding.dtype)], dim=1))

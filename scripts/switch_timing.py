@@ -21,13 +21,9 @@ import numpy as np
 from engine.evaluation import LEVELS, table_backtest, target_table
 from engine.policy import load_policy
 from engine.synthetic import generate_candles
+from learning_check import seed_list
 
 THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0)
-
-
-def seed_list(text: str) -> list[int]:
-    first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
 
 
 def trend_z(features, window: int) -> np.ndarray:
@@ -45,13 +41,11 @@ def switch_only_table(z: np.ndarray, threshold: float) -> np.ndarray:
 
 def sampled_changes(policy, features, every: int, rng: np.random.Generator) -> int:
     """Position changes of the stochastic policy walked once over the series, deciding every `every` bars."""
-    table = np.concatenate([features.macro, features.micro], axis=1)
-    logits = np.stack([policy.network(np.concatenate([table, np.tile(np.float32([level, 1.0]), (len(table), 1))], axis=1))
-                       for level in LEVELS], axis=1)
+    logits = policy.logits_by_level(features)
     probabilities = np.exp(logits - logits.max(axis=2, keepdims=True))
     cumulative = (probabilities / probabilities.sum(axis=2, keepdims=True)).cumsum(axis=2)
-    draws, level, changes = rng.random(len(table)), 0, 0
-    for row in range(0, len(table) - 1, every):
+    draws, level, changes = rng.random(len(features)), 0, 0
+    for row in range(0, len(features) - 1, every):
         action = min(int((draws[row] > cumulative[row, level + 1]).sum()), 2)
         new = int(np.clip(level + (action == 1) - (action == 2), policy.settings.env.min_level, 1))
         changes, level = changes + (new != level), new
