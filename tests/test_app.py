@@ -300,5 +300,6 @@ async def test_every_control_and_the_compare_seeds_are_reachable_at_80x24(tmp_pa
         assert seeds.region.width >= 8
         seeds.value = "3"
         app.action_compare()
-        await wait_for(pilot, lambda: isinstance(app.screen, ComparisonScreen))
+        # until the screen has mounted and filled its tables: the app must not close under its on_mount
+        await wait_for(pilot, lambda: isinstance(app.screen, ComparisonScreen) and any(t.row_count for t in app.screen.query(DataTable)))
         assert app.seeds == 3
